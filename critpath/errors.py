@@ -1,0 +1,152 @@
+"""The exceptions critpath raises: one root, a small tree, retryability by type.
+
+::
+
+    CritpathError
+    ├── GraphError                   an invalid graph, raised before anything runs
+    │   ├── DuplicateStepError
+    │   ├── UnknownDependencyError
+    │   ├── CycleError               names the cycle
+    │   └── InvalidStepError         a step function critpath cannot call
+    ├── RunError                     a run that did not produce its outputs
+    │   ├── MissingInputError        run inputs the graph declares but were not given
+    │   ├── StepFailedError          a step raised; names the step, chains the cause
+    │   ├── RouteError               a router chose a branch it does not have
+    │   ├── DeadlineExceeded         the run's deadline passed (carries partial outputs)
+    │   └── RunCancelled             the run was cancelled by its owner
+    └── ConfigError                  a bad option (negative limit, unknown resource...)
+
+Every ``RunError`` carries the run's ``report`` (``None`` when the run failed before
+it started), so a failed run still names its critical path.
+
+Retryability: ``is_retryable(exc)`` decides by type. Errors raised by model adapters
+(added by later modules) subclass ``RetryableError`` when a retry may succeed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from critpath.orchestrator.report import RunReport
+
+__all__ = [
+    "ConfigError",
+    "CritpathError",
+    "CycleError",
+    "DeadlineExceeded",
+    "DuplicateStepError",
+    "GraphError",
+    "InvalidStepError",
+    "MissingInputError",
+    "RetryableError",
+    "RouteError",
+    "RunCancelled",
+    "RunError",
+    "StepFailedError",
+    "UnknownDependencyError",
+    "is_retryable",
+]
+
+
+class CritpathError(Exception):
+    """Root of every exception critpath raises on purpose."""
+
+
+class RetryableError(CritpathError):
+    """Marker base: an error after which the same request may succeed."""
+
+
+class ConfigError(CritpathError, ValueError):
+    """An invalid option, caught before anything runs."""
+
+
+class GraphError(CritpathError):
+    """An invalid graph, raised at build time (``Graph.validate``), never mid-run."""
+
+
+class DuplicateStepError(GraphError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a step or input named {name!r} already exists in this graph")
+        self.name = name
+
+
+class UnknownDependencyError(GraphError):
+    def __init__(self, step: str, dependency: str, known: Sequence[str] = ()) -> None:
+        hint = f"; known steps and inputs: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"step {step!r} depends on unknown step or input {dependency!r}{hint}")
+        self.step = step
+        self.dependency = dependency
+
+
+class CycleError(GraphError):
+    def __init__(self, cycle: Sequence[str]) -> None:
+        super().__init__("dependency cycle: " + " -> ".join(cycle))
+        self.cycle = list(cycle)
+
+
+class InvalidStepError(GraphError):
+    """A step whose function or options critpath cannot use."""
+
+
+class RunError(CritpathError):
+    """A run that ended without its outputs."""
+
+    report: RunReport | None
+
+    def __init__(self, message: str, *, report: RunReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+class MissingInputError(RunError):
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(f"missing run inputs: {', '.join(missing)}")
+        self.missing = list(missing)
+
+
+class StepFailedError(RunError):
+    """A step raised (after its retries) and had no fallback; ``__cause__`` is the error."""
+
+    def __init__(self, step: str, error: BaseException, *, report: RunReport | None = None) -> None:
+        super().__init__(f"step {step!r} failed: {type(error).__name__}: {error}", report=report)
+        self.step = step
+        self.error = error
+
+
+class RouteError(RunError):
+    def __init__(self, step: str, chosen: object, branches: Sequence[str]) -> None:
+        super().__init__(
+            f"router {step!r} chose {chosen!r}, which is not one of its branches {list(branches)}"
+        )
+        self.step = step
+        self.chosen = chosen
+
+
+class DeadlineExceeded(RunError, TimeoutError):
+    """The run's deadline passed before its outputs were ready.
+
+    ``partial_outputs`` holds what was ready: finished steps' values and the partial
+    results that unfinished steps had offered with ``StepContext.set_partial``.
+    """
+
+    def __init__(
+        self,
+        deadline_s: float,
+        *,
+        partial_outputs: Mapping[str, Any] | None = None,
+        report: RunReport | None = None,
+    ) -> None:
+        super().__init__(f"run deadline of {deadline_s:.3f}s exceeded", report=report)
+        self.deadline_s = deadline_s
+        self.partial_outputs = dict(partial_outputs or {})
+
+
+class RunCancelled(RunError):
+    """The run was cancelled by its owner (``Run.cancel``)."""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether retrying the same call may succeed, decided by the exception's type."""
+    return isinstance(exc, RetryableError)

@@ -1,0 +1,144 @@
+"""Latency estimates are data: online, per key, with quantiles.
+
+The runtime learns each step's duration from the runs it serves and reads the
+estimates back to predict the critical path; adapters and hedging (later modules)
+learn TTFT and time per output token the same way. An estimate keeps an
+exponentially weighted mean (fast to follow drift) and a bounded window of recent
+samples for quantiles (exact over the window, so p95 means p95 of what was seen).
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from collections.abc import Iterator
+
+from critpath.errors import ConfigError
+
+__all__ = ["Estimates", "LatencyEstimate"]
+
+
+class LatencyEstimate:
+    """One online latency estimate (seconds).
+
+    >>> e = LatencyEstimate()
+    >>> for v in (0.1, 0.2, 0.3):
+    ...     e.observe(v)
+    >>> e.count, round(e.quantile(0.5), 3)
+    (3, 0.2)
+    """
+
+    __slots__ = ("_alpha", "_sorted", "_window", "count", "ewma", "max", "min", "total")
+
+    def __init__(self, *, window: int = 512, alpha: float = 0.2) -> None:
+        if window < 1:
+            raise ConfigError("window must be >= 1")
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError("alpha must be in (0, 1]")
+        self._alpha = alpha
+        self._window: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] = []
+        self.count = 0
+        self.total = 0.0
+        self.ewma = math.nan
+        self.min = math.inf
+        self.max = -math.inf
+
+    def observe(self, seconds: float) -> None:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ConfigError(f"a latency must be a finite number >= 0, got {seconds!r}")
+        if len(self._window) == self._window.maxlen:
+            old = self._window[0]
+            del self._sorted[bisect_left(self._sorted, old)]
+        self._window.append(seconds)
+        insort(self._sorted, seconds)
+        self.count += 1
+        self.total += seconds
+        self.ewma = seconds if self.count == 1 else self.ewma + self._alpha * (seconds - self.ewma)
+        self.min = min(self.min, seconds)
+        self.max = max(self.max, seconds)
+
+    @property
+    def mean(self) -> float:
+        """Mean over every observation (``nan`` before the first)."""
+        return self.total / self.count if self.count else math.nan
+
+    def quantile(self, q: float) -> float:
+        """Quantile ``q`` in [0, 1] of the recent window, linear interpolation; ``nan`` if empty."""
+        if not 0.0 <= q <= 1.0:
+            raise ConfigError(f"quantile must be in [0, 1], got {q!r}")
+        s = self._sorted
+        if not s:
+            return math.nan
+        pos = q * (len(s) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    @property
+    def p50(self) -> float:
+        return self.quantile(0.5)
+
+    @property
+    def p95(self) -> float:
+        return self.quantile(0.95)
+
+    @property
+    def p99(self) -> float:
+        return self.quantile(0.99)
+
+    def statistics(self) -> dict[str, float]:
+        return {
+            "count": float(self.count),
+            "mean": self.mean,
+            "ewma": self.ewma,
+            "p50": self.p50,
+            "p95": self.p95,
+            "p99": self.p99,
+            "min": self.min if self.count else math.nan,
+            "max": self.max if self.count else math.nan,
+        }
+
+    def __repr__(self) -> str:
+        return f"LatencyEstimate(count={self.count}, ewma={self.ewma:.6g}, p95={self.p95:.6g})"
+
+
+class Estimates:
+    """A store of ``LatencyEstimate`` by key, with a default for keys never seen.
+
+    ``predict(key)`` is what the scheduler reads: the learned EWMA when there is
+    one, else the given fallback, else ``default``.
+    """
+
+    def __init__(self, *, default: float = 1.0, window: int = 512, alpha: float = 0.2) -> None:
+        if not math.isfinite(default) or default < 0:
+            raise ConfigError("default estimate must be a finite number >= 0")
+        self.default = default
+        self._window = window
+        self._alpha = alpha
+        self._by_key: dict[str, LatencyEstimate] = {}
+
+    def observe(self, key: str, seconds: float) -> None:
+        est = self._by_key.get(key)
+        if est is None:
+            est = self._by_key[key] = LatencyEstimate(window=self._window, alpha=self._alpha)
+        est.observe(seconds)
+
+    def get(self, key: str) -> LatencyEstimate | None:
+        return self._by_key.get(key)
+
+    def predict(self, key: str, fallback: float | None = None) -> float:
+        est = self._by_key.get(key)
+        if est is not None and est.count:
+            return est.ewma
+        return self.default if fallback is None else fallback
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_key)
+
+    def __len__(self) -> int:
+        return len(self._by_key)

@@ -1,0 +1,54 @@
+"""Graphs, the async runtime, scheduling, critical path and run reports.
+
+Define a ``Graph`` of steps whose dependencies are their parameter names; run it and
+every step starts the moment its inputs are ready, least slack first when concurrency
+is scarce; read the ``RunReport`` for the critical path.
+"""
+
+from critpath.orchestrator.analysis import PathAnalysis, analyse
+from critpath.orchestrator.context import StepContext, current_step
+from critpath.orchestrator.events import (
+    RouteChosen,
+    RunEvent,
+    RunFinished,
+    StepCancelled,
+    StepFailed,
+    StepFinished,
+    StepPartial,
+    StepQueued,
+    StepSkipped,
+    StepStarted,
+)
+from critpath.orchestrator.graph import Graph, Param, StepSpec
+from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
+from critpath.orchestrator.report import RunReport, StepRecord, StepReport
+from critpath.orchestrator.runtime import Run, RunResult
+
+__all__ = [
+    "NO_FALLBACK",
+    "Graph",
+    "Limiter",
+    "Param",
+    "PathAnalysis",
+    "RetryPolicy",
+    "RouteChosen",
+    "Run",
+    "RunEvent",
+    "RunFinished",
+    "RunReport",
+    "RunResult",
+    "StepCancelled",
+    "StepContext",
+    "StepFailed",
+    "StepFinished",
+    "StepPartial",
+    "StepQueued",
+    "StepRecord",
+    "StepReport",
+    "StepSkipped",
+    "StepSpec",
+    "StepStarted",
+    "analyse",
+    "current_step",
+]

@@ -1,0 +1,117 @@
+"""What a running step can see and say: ``StepContext``.
+
+A step receives its context by declaring a parameter annotated ``StepContext`` (or
+named ``ctx``); code deeper down (a model adapter) finds the same object with
+``current_step()``, so the critical-path priority and the deadline reach the model
+server without being threaded through every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["StepContext", "current_step"]
+
+_CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "critpath_step", default=None
+)
+
+
+class StepContext:
+    """The running step's view of its run.
+
+    - ``name``: the step's name (``"read[3]"`` for item 3 of a map step);
+    - ``priority``: an integer for the model server, lower runs first (vLLM's
+      ``priority``): the step's slack in milliseconds when it started, floored at 0;
+    - ``slack``: predicted seconds the step could be late without delaying the run;
+    - ``deadline``: the run's deadline as an event-loop time, or ``None``;
+    - ``attempt``: 1 for the first try, 2 for the first retry...
+    """
+
+    __slots__ = (
+        "_emit",
+        "_partial",
+        "attempt",
+        "deadline",
+        "item",
+        "name",
+        "priority",
+        "resource",
+        "run_id",
+        "slack",
+        "step",
+    )
+
+    def __init__(
+        self,
+        *,
+        step: str,
+        name: str,
+        item: int | None,
+        run_id: str,
+        priority: int,
+        slack: float,
+        deadline: float | None,
+        resource: str | None,
+        emit: Callable[[str, Any, bool], None],
+    ) -> None:
+        self.step = step
+        self.name = name
+        self.item = item
+        self.run_id = run_id
+        self.priority = priority
+        self.slack = slack
+        self.deadline = deadline
+        self.resource = resource
+        self.attempt = 1
+        self._emit = emit
+        self._partial: Any = _NONE
+
+    def remaining(self) -> float | None:
+        """Seconds left before the run's deadline (may be negative), or ``None``."""
+        if self.deadline is None:
+            return None
+        return self.deadline - asyncio.get_running_loop().time()
+
+    def emit(self, value: Any) -> None:
+        """Stream a partial output (e.g. a token) to the run's event listeners."""
+        self._emit(self.name, value, False)
+
+    def set_partial(self, value: Any) -> None:
+        """Offer ``value`` as this step's best result so far.
+
+        If the run hits its deadline before the step finishes, the run can still end
+        with this value (status ``"partial"``) instead of an error. Also emitted.
+        """
+        self._partial = value
+        self._emit(self.name, value, True)
+
+    @property
+    def has_partial(self) -> bool:
+        return self._partial is not _NONE
+
+    @property
+    def partial(self) -> Any:
+        return None if self._partial is _NONE else self._partial
+
+    def __repr__(self) -> str:
+        return f"StepContext({self.name!r}, priority={self.priority}, slack={self.slack:.4f})"
+
+
+class _None:
+    __slots__ = ()
+
+
+_NONE = _None()
+
+
+def current_step() -> StepContext | None:
+    """The context of the step running in this task, or ``None`` outside a step."""
+    return _CURRENT.get()
+
+
+def _set_current(ctx: StepContext) -> None:
+    _CURRENT.set(ctx)

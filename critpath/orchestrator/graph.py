@@ -1,0 +1,468 @@
+"""Graphs of async steps whose dependencies are known before anything runs.
+
+A step is a function; its parameters name what it consumes — another step's result
+or a run input — so the whole DAG can be analysed statically::
+
+    g = Graph("answer", inputs=["question"])
+
+    @g.step
+    async def search(question: str) -> list[str]: ...
+
+    @g.map(over="search")                 # fan-out: one call per item, concurrently
+    async def read(doc: str) -> str: ...
+
+    @g.step(resource="llm")               # fan-in: receives read's list of results
+    async def answer(question: str, read: list[str], ctx: StepContext) -> str: ...
+
+A parameter annotated ``StepContext`` (or named ``ctx``) receives the step's context
+(priority, slack, remaining budget, partial results). ``deps={"param": "source"}``
+maps a parameter to a differently named source; ``after=[...]`` adds ordering-only
+dependencies. A ``route`` step returns the name (or names) of the branches that run;
+the other branches, and whatever needs them, are skipped. A parameter with a default
+receives the default when its source was skipped.
+
+``validate()`` checks the graph (duplicates at definition, unknown dependencies,
+cycles, bad routes) and runs before every run; ``run()`` / ``start()`` execute it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+
+from critpath.errors import (
+    ConfigError,
+    CycleError,
+    DuplicateStepError,
+    GraphError,
+    InvalidStepError,
+    UnknownDependencyError,
+)
+from critpath.estimates import Estimates
+from critpath.orchestrator.analysis import find_cycle, successors, topological_order
+from critpath.orchestrator.context import StepContext
+from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
+
+if TYPE_CHECKING:
+    from critpath.orchestrator.limits import Limiter
+    from critpath.orchestrator.runtime import Run, RunResult
+
+__all__ = ["Graph", "Param", "StepKind", "StepSpec"]
+
+StepKind = Literal["step", "map", "route"]
+F = TypeVar("F", bound=Callable[..., Any])
+_EMPTY = inspect.Parameter.empty
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One parameter of a step function and the source that feeds it."""
+
+    name: str
+    source: str
+    default: Any = _EMPTY
+
+    @property
+    def required(self) -> bool:
+        return self.default is _EMPTY
+
+
+@dataclass(frozen=True, slots=True)
+class StepSpec:
+    """Everything known about a step before it runs."""
+
+    name: str
+    fn: Callable[..., Any]
+    kind: StepKind
+    params: tuple[Param, ...]
+    ctx_param: str | None
+    is_async: bool
+    after: tuple[str, ...] = ()
+    resource: str | None = None
+    estimate: float | None = None
+    retry: RetryPolicy | None = None
+    fallback: Any = NO_FALLBACK
+    fallback_fn: Callable[[BaseException], Any] | None = None
+    over: str | None = None
+    item_param: str | None = None
+    branches: tuple[str, ...] = ()
+
+    @property
+    def has_fallback(self) -> bool:
+        return self.fallback is not NO_FALLBACK or self.fallback_fn is not None
+
+    def sources(self) -> list[str]:
+        """Every name this step reads or waits for (steps and inputs)."""
+        names = [p.source for p in self.params]
+        if self.over is not None:
+            names.append(self.over)
+        names.extend(self.after)
+        return list(dict.fromkeys(names))
+
+
+def _is_ctx(param: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
+    hint = hints.get(param.name, param.annotation)
+    return hint is StepContext or hint == "StepContext" or param.name == "ctx"
+
+
+def _spec_from_fn(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    kind: StepKind,
+    deps: Mapping[str, str] | None,
+    after: Iterable[str],
+    resource: str | None,
+    estimate: float | None,
+    retry: RetryPolicy | None,
+    fallback: Any,
+    fallback_fn: Callable[[BaseException], Any] | None,
+    over: str | None = None,
+    branches: Sequence[str] = (),
+) -> StepSpec:
+    if not callable(fn):
+        raise InvalidStepError(f"a step must be a function, got {fn!r}")
+    step_name = name or getattr(fn, "__name__", None)
+    if not step_name or step_name == "<lambda>":
+        raise InvalidStepError("a step made from a lambda needs name=")
+    if estimate is not None and not estimate >= 0:
+        raise ConfigError(f"step {step_name!r}: estimate must be >= 0 seconds")
+    if fallback is not NO_FALLBACK and fallback_fn is not None:
+        raise ConfigError(f"step {step_name!r}: give fallback or fallback_fn, not both")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStepError(f"step {step_name!r}: cannot read its signature: {exc}") from exc
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception:  # unresolvable forward references: fall back to raw annotations
+        hints = {}
+    deps = dict(deps or {})
+    params: list[Param] = []
+    ctx_param: str | None = None
+    item_param: str | None = None
+    for i, p in enumerate(sig.parameters.values()):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise InvalidStepError(
+                f"step {step_name!r}: *args/**kwargs cannot name dependencies ({p.name})"
+            )
+        if p.kind is p.POSITIONAL_ONLY:
+            raise InvalidStepError(f"step {step_name!r}: positional-only parameter {p.name!r}")
+        if kind == "map" and i == 0:
+            item_param = p.name
+            continue
+        if _is_ctx(p, hints):
+            ctx_param = p.name
+            continue
+        params.append(Param(p.name, deps.pop(p.name, p.name), p.default))
+    if kind == "map" and item_param is None:
+        raise InvalidStepError(f"map step {step_name!r} needs a first parameter for the item")
+    if deps:
+        raise InvalidStepError(
+            f"step {step_name!r}: deps names parameters it does not have: {sorted(deps)}"
+        )
+    is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+    return StepSpec(
+        name=step_name,
+        fn=fn,
+        kind=kind,
+        params=tuple(params),
+        ctx_param=ctx_param,
+        is_async=is_async,
+        after=tuple(after),
+        resource=resource,
+        estimate=estimate,
+        retry=retry,
+        fallback=fallback,
+        fallback_fn=fallback_fn,
+        over=over,
+        item_param=item_param,
+        branches=tuple(branches),
+    )
+
+
+class Graph:
+    """A DAG of steps, built by decorators or ``add``, validated before it runs.
+
+    ``inputs`` names the values a run must be given; ``output`` names the step whose
+    value is the run's ``output`` (default: the only sink, else a dict of the sinks).
+    The graph owns an ``Estimates`` store: each run records its steps' durations there,
+    so later runs predict the critical path from what earlier runs measured.
+    """
+
+    def __init__(
+        self,
+        name: str = "graph",
+        *,
+        inputs: Iterable[str] = (),
+        output: str | None = None,
+        estimates: Estimates | None = None,
+        default_estimate: float = 1.0,
+    ) -> None:
+        self.name = name
+        names = list(inputs)
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise DuplicateStepError(n)
+        self.inputs: tuple[str, ...] = tuple(names)
+        self.output = output
+        self.estimates = estimates if estimates is not None else Estimates(default=default_estimate)
+        self._steps: dict[str, StepSpec] = {}
+        self._validated: _Plan | None = None
+
+    # ---- building -------------------------------------------------------------------
+
+    @property
+    def steps(self) -> Mapping[str, StepSpec]:
+        return self._steps
+
+    def add(self, spec: StepSpec) -> StepSpec:
+        if spec.name in self._steps or spec.name in self.inputs:
+            raise DuplicateStepError(spec.name)
+        self._steps[spec.name] = spec
+        self._validated = None
+        return spec
+
+    @overload
+    def step(self, fn: F, /) -> F: ...
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        deps: Mapping[str, str] | None = None,
+        after: Iterable[str] = (),
+        resource: str | None = None,
+        estimate: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Any = NO_FALLBACK,
+        fallback_fn: Callable[[BaseException], Any] | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        deps: Mapping[str, str] | None = None,
+        after: Iterable[str] = (),
+        resource: str | None = None,
+        estimate: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Any = NO_FALLBACK,
+        fallback_fn: Callable[[BaseException], Any] | None = None,
+    ) -> F | Callable[[F], F]:
+        """Add a step (decorator, with or without options). Returns the function unchanged."""
+
+        def deco(f: F) -> F:
+            self.add(
+                _spec_from_fn(
+                    f, name=name, kind="step", deps=deps, after=after, resource=resource,
+                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
+                )
+            )  # fmt: skip
+            return f
+
+        return deco(fn) if fn is not None else deco
+
+    def map(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        over: str,
+        name: str | None = None,
+        deps: Mapping[str, str] | None = None,
+        after: Iterable[str] = (),
+        resource: str | None = None,
+        estimate: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Any = NO_FALLBACK,
+        fallback_fn: Callable[[BaseException], Any] | None = None,
+    ) -> F | Callable[[F], F]:
+        """Add a fan-out step: its function runs once per item of ``over``'s value.
+
+        The first parameter receives the item; the step's value is the list of results
+        in item order. Each item is scheduled (and limited, retried) on its own.
+        """
+
+        def deco(f: F) -> F:
+            self.add(
+                _spec_from_fn(
+                    f, name=name, kind="map", deps=deps, after=after, resource=resource,
+                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
+                    over=over,
+                )
+            )  # fmt: skip
+            return f
+
+        return deco(fn) if fn is not None else deco
+
+    def route(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        branches: Sequence[str],
+        name: str | None = None,
+        deps: Mapping[str, str] | None = None,
+        after: Iterable[str] = (),
+        resource: str | None = None,
+        estimate: float | None = None,
+        retry: RetryPolicy | None = None,
+        fallback: Any = NO_FALLBACK,
+        fallback_fn: Callable[[BaseException], Any] | None = None,
+    ) -> F | Callable[[F], F]:
+        """Add a router: it returns a branch name, a list of them, or None (no branch).
+
+        Each branch step waits for the router; branches it did not choose are skipped,
+        and so is every step that requires one of them.
+        """
+        if isinstance(branches, str) or not branches:
+            raise ConfigError("route(branches=...) takes a non-empty list of step names")
+
+        def deco(f: F) -> F:
+            self.add(
+                _spec_from_fn(
+                    f, name=name, kind="route", deps=deps, after=after, resource=resource,
+                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
+                    branches=branches,
+                )
+            )  # fmt: skip
+            return f
+
+        return deco(fn) if fn is not None else deco
+
+    # ---- validation -----------------------------------------------------------------
+
+    def validate(self) -> Graph:
+        """Check the graph; raise a ``GraphError`` naming what is wrong. Returns self."""
+        self._plan()
+        return self
+
+    def _plan(self) -> _Plan:
+        if self._validated is None:
+            self._validated = _Plan.build(self)
+        return self._validated
+
+    # ---- running --------------------------------------------------------------------
+
+    def start(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        deadline: float | None = None,
+        max_concurrency: int | None = None,
+        resources: Mapping[str, int] | None = None,
+        limiter: Limiter | None = None,
+        estimates: Estimates | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Start a run now and return it (await it, iterate its events, cancel it).
+
+        Must be called from a running event loop. The run is owned by the caller:
+        await it or use it as ``async with`` so it never outlives its owner.
+        """
+        from critpath.orchestrator.runtime import Run
+
+        return Run(
+            self, inputs or {}, deadline=deadline, max_concurrency=max_concurrency,
+            resources=resources, limiter=limiter, estimates=estimates, run_id=run_id,
+        )  # fmt: skip
+
+    async def run(
+        self,
+        inputs: Mapping[str, Any] | None = None,
+        /,
+        *,
+        deadline: float | None = None,
+        max_concurrency: int | None = None,
+        resources: Mapping[str, int] | None = None,
+        limiter: Limiter | None = None,
+        estimates: Estimates | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        """Run the graph to completion and return its result (see ``start``)."""
+        run = self.start(
+            inputs, deadline=deadline, max_concurrency=max_concurrency, resources=resources,
+            limiter=limiter, estimates=estimates, run_id=run_id,
+        )  # fmt: skip
+        return await run
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, steps={len(self._steps)}, inputs={list(self.inputs)})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A validated graph, in the index form the runtime executes."""
+
+    order: tuple[str, ...]
+    preds: dict[str, tuple[str, ...]]
+    succs: dict[str, tuple[str, ...]]
+    router_of: dict[str, str]
+    outputs: tuple[str, ...]
+    single_output: bool
+
+    @staticmethod
+    def build(graph: Graph) -> _Plan:
+        steps = graph._steps
+        known = set(steps) | set(graph.inputs)
+        router_of: dict[str, str] = {}
+        for spec in steps.values():
+            for src in spec.sources():
+                if src not in known:
+                    raise UnknownDependencyError(spec.name, src, sorted(known))
+            for a in spec.after:
+                if a not in steps:
+                    raise InvalidStepError(
+                        f"step {spec.name!r}: after= names {a!r}, which is an input, not a step"
+                    )
+            for b in spec.branches:
+                if b not in steps:
+                    raise UnknownDependencyError(spec.name, b, sorted(steps))
+                if b in router_of:
+                    raise InvalidStepError(
+                        f"step {b!r} is a branch of two routers: {router_of[b]!r} and {spec.name!r}"
+                    )
+                if b == spec.name:
+                    raise InvalidStepError(f"router {spec.name!r} lists itself as a branch")
+                router_of[b] = spec.name
+        preds: dict[str, tuple[str, ...]] = {}
+        for spec in steps.values():
+            ps = [s for s in spec.sources() if s in steps]
+            if spec.name in router_of and router_of[spec.name] not in ps:
+                ps.append(router_of[spec.name])
+            preds[spec.name] = tuple(ps)
+        cycle = find_cycle(preds)
+        if cycle is not None:
+            raise CycleError(cycle)
+        succ_lists = successors(preds)
+        order = tuple(topological_order(preds))
+        if graph.output is not None:
+            if graph.output not in steps:
+                raise UnknownDependencyError("<output>", graph.output, sorted(steps))
+            outputs: tuple[str, ...] = (graph.output,)
+            single = True
+        else:
+            outputs = tuple(n for n in order if not succ_lists[n])
+            single = len(outputs) == 1
+        if not steps:
+            raise GraphError(f"graph {graph.name!r} has no steps")
+        return _Plan(
+            order=order,
+            preds=preds,
+            succs={k: tuple(v) for k, v in succ_lists.items()},
+            router_of=router_of,
+            outputs=outputs,
+            single_output=single,
+        )
+

@@ -1,0 +1,85 @@
+"""Per-step failure policies: retry (with tenacity) and fallback values.
+
+A retry never sleeps past the deadline in force (``critpath.deadlines``): when the
+next back-off would end after it, the last error is raised instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import tenacity
+
+from critpath.deadlines import remaining
+from critpath.errors import ConfigError
+
+__all__ = ["NO_FALLBACK", "RetryPolicy", "call_with_retry"]
+
+T = TypeVar("T")
+
+
+class _NoFallback:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_FALLBACK"
+
+
+NO_FALLBACK: Any = _NoFallback()
+"""Sentinel: the step has no fallback value (its failure fails the run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retry a failing step: up to ``attempts`` tries, exponential back-off with jitter.
+
+    ``retry_on`` lists the exception types worth retrying (default: any ``Exception``);
+    ``retry_if`` can refine it (e.g. ``critpath.errors.is_retryable``).
+    """
+
+    attempts: int = 3
+    initial: float = 0.05
+    maximum: float = 2.0
+    jitter: float = 0.05
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    retry_if: Callable[[BaseException], bool] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ConfigError("RetryPolicy.attempts must be >= 1")
+        if self.initial < 0 or self.maximum < 0 or self.jitter < 0:
+            raise ConfigError("RetryPolicy back-off times must be >= 0")
+
+    def _should_retry(self, exc: BaseException) -> bool:
+        if not isinstance(exc, self.retry_on):
+            return False
+        return self.retry_if(exc) if self.retry_if is not None else True
+
+
+def _stop_at_deadline(state: tenacity.RetryCallState) -> bool:
+    left = remaining()
+    return left is not None and left <= (state.upcoming_sleep or 0.0)
+
+
+async def call_with_retry(
+    policy: RetryPolicy,
+    fn: Callable[[], Awaitable[T]],
+    on_attempt: Callable[[int], None] | None = None,
+) -> T:
+    """Await ``fn()`` under ``policy``; the last error propagates unchanged."""
+    retrying = tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(policy.attempts) | _stop_at_deadline,
+        wait=tenacity.wait_exponential_jitter(
+            initial=policy.initial, max=policy.maximum, jitter=policy.jitter
+        ),
+        retry=tenacity.retry_if_exception(policy._should_retry),
+        reraise=True,
+    )
+    async for attempt in retrying:
+        with attempt:
+            if on_attempt is not None:
+                on_attempt(attempt.retry_state.attempt_number)
+            return await fn()
+    raise AssertionError("unreachable: tenacity either returns or raises")  # pragma: no cover

@@ -1,0 +1,586 @@
+"""The async runtime: every step starts the moment its inputs are ready.
+
+There is no superstep barrier: finishing a step releases its dependants at once, so a
+slow branch never delays an unrelated fast one. When concurrency limits leave more
+steps ready than may run, the one with least slack (earliest latest-start time on the
+predicted critical path) goes first. A run owns every task it starts: cancelling it,
+a failing step, or its deadline cancels them all and waits for them to finish, so no
+task outlives its run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Generator, Mapping
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+from critpath import telemetry
+from critpath.deadlines import _set_deadline, current_deadline
+from critpath.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    MissingInputError,
+    RouteError,
+    RunCancelled,
+    RunError,
+    StepFailedError,
+)
+from critpath.estimates import Estimates
+from critpath.orchestrator.analysis import bottom_levels
+from critpath.orchestrator.context import StepContext, _set_current
+from critpath.orchestrator.events import (
+    RouteChosen,
+    RunEvent,
+    RunFinished,
+    StepCancelled,
+    StepFailed,
+    StepFinished,
+    StepPartial,
+    StepQueued,
+    StepSkipped,
+    StepStarted,
+)
+from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.policy import call_with_retry
+from critpath.orchestrator.report import RunReport, StepRecord, build_report
+
+if TYPE_CHECKING:
+    from critpath.orchestrator.graph import Graph, StepSpec, _Plan
+
+__all__ = ["Run", "RunResult"]
+
+_WAITING, _ACTIVE, _DONE, _SKIPPED = 0, 1, 2, 3
+
+
+class _Node:
+    __slots__ = (
+        "blevel", "excluded", "left", "pending", "records", "results", "spec", "state",
+        "succs", "value",
+    )  # fmt: skip
+
+    def __init__(self, spec: StepSpec, pending: int, blevel: float) -> None:
+        self.spec = spec
+        self.pending = pending
+        self.blevel = blevel
+        self.state = _WAITING
+        self.excluded = False
+        self.value: Any = None
+        self.records: list[StepRecord] = []
+        self.results: list[Any] = []
+        self.left = 0
+        self.succs: list[_Node] = []
+
+
+class RunResult:
+    """What a finished run produced.
+
+    ``status`` is ``"ok"``, or ``"partial"`` when the deadline passed but every output
+    had a value or a partial result. ``outputs`` maps step names to values (skipped
+    steps are absent); ``output`` is the graph's output step's value (or a dict of the
+    sinks' values when the graph has several). ``report`` is built on first access.
+    """
+
+    __slots__ = ("_report", "_run", "output", "outputs", "status")
+
+    def __init__(self, run: Run, status: str, outputs: dict[str, Any], output: Any) -> None:
+        self._run = run
+        self._report: RunReport | None = None
+        self.status = status
+        self.outputs = outputs
+        self.output = output
+
+    @property
+    def report(self) -> RunReport:
+        if self._report is None:
+            self._report = self._run.report()
+        return self._report
+
+    def __repr__(self) -> str:
+        return f"RunResult(status={self.status!r}, output={self.output!r})"
+
+
+class Run:
+    """One execution of a graph. Await it for its ``RunResult``; iterate ``events()``.
+
+    ``async with graph.start(inputs) as run:`` guarantees the run is finished (or
+    cancelled and cleaned up) when the block exits.
+    """
+
+    def __init__(
+        self,
+        graph: Graph,
+        inputs: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        max_concurrency: int | None = None,
+        resources: Mapping[str, int] | None = None,
+        limiter: Limiter | None = None,
+        estimates: Estimates | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        plan = graph._plan()  # GraphError before anything starts
+        missing = [name for name in graph.inputs if name not in inputs]
+        if missing:
+            raise MissingInputError(missing)
+        extra = sorted(set(inputs) - set(graph.inputs))
+        if extra:
+            raise ConfigError(f"unknown run inputs {extra}; graph inputs are {list(graph.inputs)}")
+        if deadline is not None and not deadline >= 0:
+            raise ConfigError(f"deadline must be >= 0 seconds, got {deadline!r}")
+        if limiter is not None and (max_concurrency is not None or resources):
+            raise ConfigError("pass either limiter= or max_concurrency=/resources=, not both")
+        if limiter is None and (max_concurrency is not None or resources):
+            limiter = Limiter(max_concurrency, resources)
+        self.graph = graph
+        self.run_id = run_id or uuid.uuid4().hex[:16]
+        self.inputs = dict(inputs)
+        self.limiter = limiter
+        self.estimates = estimates if estimates is not None else graph.estimates
+        self._plan = plan
+        self._deadline_s = deadline
+        self._events: list[RunEvent] = []
+        self._wakeup: asyncio.Future[None] | None = None
+        self._finished = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._contexts: dict[str, StepContext] = {}
+        self._outcome: tuple[str, Any] | None = None
+        self._report: RunReport | None = None
+        self.status = "running"
+        self.started_at = time.time()
+        self._t0 = perf_counter()
+        self.makespan: float | None = None
+        self._loop = asyncio.get_running_loop()
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        self._task: asyncio.Task[RunResult] = self._loop.create_task(
+            self._main(), name=f"critpath-run-{graph.name}-{self.run_id}"
+        )
+
+    # ---- public surface -------------------------------------------------------------
+
+    def __await__(self) -> Generator[Any, None, RunResult]:
+        return self._task.__await__()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    def cancel(self) -> None:
+        """Cancel the run and everything under it; awaiting it then raises ``RunCancelled``."""
+        self._resolve(("cancelled", None))
+
+    async def __aenter__(self) -> Run:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._task.done():
+            self.cancel()
+        try:
+            await asyncio.wait({self._task})
+        finally:
+            if self._task.done() and not self._task.cancelled():
+                self._task.exception()  # mark retrieved; the owner saw or chose to drop it
+
+    async def events(self) -> AsyncIterator[RunEvent]:
+        """Every event of the run from its start (replayed), live, until it finishes."""
+        i = 0
+        while True:
+            while i < len(self._events):
+                yield self._events[i]
+                i += 1
+            if self._finished:
+                return
+            if self._wakeup is None:
+                self._wakeup = self._loop.create_future()
+            await asyncio.shield(self._wakeup)
+
+    def report(self) -> RunReport:
+        """The run's report (available once the run has finished)."""
+        if self._report is None:
+            if not self._finished:
+                raise RunError("the report is available once the run has finished")
+            self._report = build_report(self)
+        return self._report
+
+    def now(self) -> float:
+        """Seconds since the run started."""
+        return perf_counter() - self._t0
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _emit(self, event: RunEvent) -> None:
+        self._events.append(event)
+        w = self._wakeup
+        if w is not None:
+            self._wakeup = None
+            if not w.done():
+                w.set_result(None)
+
+    def _emit_partial(self, name: str, value: Any, best: bool) -> None:
+        self._emit(StepPartial(name, self.now(), value, best))
+
+    def _resolve(self, outcome: tuple[str, Any]) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+            done = self._done
+            if not done.done():
+                done.set_result(None)
+
+    async def _main(self) -> RunResult:
+        loop = self._loop
+        steps = self.graph.steps
+        plan: _Plan = self._plan
+        predicted = {n: self.estimates.predict(n, steps[n].estimate) for n in plan.order}
+        levels = bottom_levels(plan.order, plan.succs, predicted)
+        self.predicted_span = max(levels.values(), default=0.0)
+        self._deadline_at = dl = _combine_deadline(loop, self._deadline_s)
+        self._due = self._t0 + self.predicted_span
+        if dl is not None:
+            self._due = min(self._due, self._t0 + (dl - loop.time()))
+        nodes = self._nodes = {n: _Node(steps[n], len(plan.preds[n]), levels[n]) for n in plan.order}
+        for n, node in nodes.items():
+            node.succs = [nodes[s] for s in plan.succs[n]]
+        self._unresolved = len(nodes)
+        handle = loop.call_at(dl, self._resolve, ("deadline", None)) if dl is not None else None
+        self._span = telemetry.start_run_span(self) if telemetry.tracing_enabled() else None
+        cancelled = False
+        try:
+            roots = [node for node in nodes.values() if node.pending == 0]
+            for node in roots:
+                if self._outcome is None:
+                    self._on_ready(node)
+            await self._done
+        except asyncio.CancelledError:
+            cancelled = True
+            self._resolve(("cancelled", None))
+        finally:
+            if handle is not None:
+                handle.cancel()
+            cancelled = await self._stop_all() or cancelled
+        return self._finish(cancelled)
+
+    async def _stop_all(self) -> bool:
+        """Cancel every task of the run and wait until each has ended."""
+        if self.limiter is not None:
+            self.limiter.forget(self)
+        cancelled_again = False
+        while self._tasks:
+            pending = list(self._tasks)
+            for t in pending:
+                t.cancel()
+            try:
+                await asyncio.wait(pending)
+            except asyncio.CancelledError:
+                cancelled_again = True
+            self._tasks.difference_update(t for t in pending if t.done())
+        return cancelled_again
+
+    def _finish(self, cancelled: bool) -> RunResult:
+        self.makespan = self.now()
+        for node in self._nodes.values():
+            if not node.records:
+                node.records.append(
+                    StepRecord(node.spec.name, node.spec.name, None, node.spec.kind, status="not_run")
+                )
+        for rec in self._records():
+            if rec.status == "running":
+                rec.status = "cancelled"
+            elif rec.status == "queued":
+                rec.status = "not_run"
+        kind, detail = self._outcome or ("ok", None)
+        if cancelled and kind == "ok":
+            kind = "cancelled"
+        self.status = {"ok": "ok", "deadline": "deadline", "cancelled": "cancelled"}.get(
+            kind, "failed"
+        )
+        self._learn()
+        outputs = {n: node.value for n, node in self._nodes.items() if node.state == _DONE}
+        result: RunResult | None = None
+        error: BaseException | None = None
+        if kind == "ok":
+            result = RunResult(self, "ok", outputs, self._output_of(outputs))
+        elif kind == "deadline":
+            partial = dict(outputs)
+            for name, ctx in self._contexts.items():
+                if ctx.has_partial and self._nodes[ctx.step].state != _DONE and ctx.item is None:
+                    partial[name] = ctx.partial
+            wanted = [o for o in self._plan.outputs if self._nodes[o].state != _SKIPPED]
+            if wanted and all(o in partial for o in wanted):
+                self.status = "partial"
+                result = RunResult(self, "partial", partial, self._output_of(partial))
+            else:
+                budget = self._deadline_s if self._deadline_s is not None else self.makespan
+                error = DeadlineExceeded(budget, partial_outputs=partial)
+        elif kind == "cancelled":
+            error = RunCancelled("run cancelled by its owner")
+        elif kind == "failed":
+            step, exc = detail
+            error = StepFailedError(step, exc)
+            error.__cause__ = exc
+        elif kind == "route":
+            error = detail
+        self._finished = True
+        self._emit(RunFinished("*", self.makespan, self.status))
+        if self._span is not None or isinstance(error, RunError):
+            report = self.report()
+            if isinstance(error, RunError):
+                error.report = report
+            if self._span is not None:
+                telemetry.end_run_span(self, report)
+        if cancelled:
+            raise asyncio.CancelledError
+        if error is not None:
+            raise error
+        assert result is not None
+        return result
+
+    def _output_of(self, values: Mapping[str, Any]) -> Any:
+        outs = self._plan.outputs
+        if self._plan.single_output:
+            return values.get(outs[0])
+        return {o: values[o] for o in outs if o in values}
+
+    def _records(self) -> list[StepRecord]:
+        return [r for node in self._nodes.values() for r in node.records]
+
+    def _learn(self) -> None:
+        est = self.estimates
+        for rec in self._records():
+            if rec.status == "ok" and rec.start is not None and rec.end is not None:
+                est.observe(rec.step, rec.end - rec.start)
+
+    # ---- scheduling -----------------------------------------------------------------
+
+    def _on_ready(self, node: _Node) -> None:
+        """All of ``node``'s dependencies resolved: skip it, or queue/start its units."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if self._outcome is not None:
+                return
+            if self._must_skip(n):
+                n.state = _SKIPPED
+                reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
+                n.records.append(
+                    StepRecord(n.spec.name, n.spec.name, None, n.spec.kind, status="skipped",
+                               error=reason)
+                )  # fmt: skip
+                self._emit(StepSkipped(n.spec.name, self.now(), reason))
+                self._unresolved -= 1
+                for s in n.succs:
+                    s.pending -= 1
+                    if s.pending == 0:
+                        stack.append(s)
+                if self._unresolved == 0:
+                    self._resolve(("ok", None))
+                continue
+            n.state = _ACTIVE
+            spec = n.spec
+            if spec.kind == "map":
+                assert spec.over is not None
+                try:
+                    items = list(self._value_of(spec.over))
+                except TypeError as exc:
+                    self._resolve(("failed", (spec.name, exc)))
+                    return
+                n.results = [None] * len(items)
+                n.left = len(items)
+                if not items:
+                    n.records.append(
+                        StepRecord(spec.name, spec.name, None, "map", status="ok", start=self.now(),
+                                   end=self.now())
+                    )  # fmt: skip
+                    self._complete(n, [])
+                    continue
+                for i, item in enumerate(items):
+                    self._ready_unit(n, i, item)
+            else:
+                self._ready_unit(n, None, None)
+
+    def _must_skip(self, node: _Node) -> bool:
+        if node.excluded:
+            return True
+        nodes = self._nodes
+        for p in node.spec.params:
+            src = nodes.get(p.source)
+            if src is not None and src.state == _SKIPPED and p.required:
+                return True
+        over = node.spec.over
+        return over is not None and over in nodes and nodes[over].state == _SKIPPED
+
+    def _value_of(self, source: str) -> Any:
+        node = self._nodes.get(source)
+        if node is None:
+            return self.inputs[source]
+        return node.value
+
+    def _ready_unit(self, node: _Node, item: int | None, value: Any) -> None:
+        spec = node.spec
+        name = spec.name if item is None else f"{spec.name}[{item}]"
+        rec = StepRecord(name, spec.name, item, spec.kind, status="queued", ready=self.now(),
+                         resource=spec.resource)  # fmt: skip
+        node.records.append(rec)
+        key = self._due - node.blevel
+
+        def start() -> None:
+            self._start_unit(node, rec, value, key, True)
+
+        limiter = self.limiter
+        if limiter is None:
+            self._start_unit(node, rec, value, key, False)
+        elif limiter.acquire_or_wait(key, spec.resource, start, self):
+            self._start_unit(node, rec, value, key, True)
+        else:
+            self._emit(StepQueued(name, rec.ready or 0.0, key - perf_counter()))
+
+    def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
+        now = perf_counter()
+        slack = key - now
+        priority = int(slack * 1000) if slack > 0 else 0
+        rec.priority = priority
+        rec.predicted_slack = slack
+        rec.status = "running"
+        ctx = StepContext(
+            step=node.spec.name, name=rec.name, item=rec.item, run_id=self.run_id,
+            priority=priority, slack=slack, deadline=self._deadline_at,
+            resource=node.spec.resource, emit=self._emit_partial,
+        )  # fmt: skip
+        self._contexts[rec.name] = ctx
+        task = self._loop.create_task(self._exec(node, rec, ctx, item, slot), name=rec.name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _kwargs(self, node: _Node, ctx: StepContext, item: Any) -> dict[str, Any]:
+        spec = node.spec
+        nodes = self._nodes
+        kwargs: dict[str, Any] = {}
+        for p in spec.params:
+            src = nodes.get(p.source)
+            if src is None:
+                kwargs[p.name] = self.inputs[p.source]
+            elif src.state == _SKIPPED:
+                kwargs[p.name] = p.default
+            else:
+                kwargs[p.name] = src.value
+        if spec.ctx_param is not None:
+            kwargs[spec.ctx_param] = ctx
+        if spec.item_param is not None:
+            kwargs[spec.item_param] = item
+        return kwargs
+
+    async def _exec(
+        self, node: _Node, rec: StepRecord, ctx: StepContext, item: Any, slot: bool
+    ) -> None:
+        spec = node.spec
+        _set_current(ctx)
+        if self._deadline_at is not None:
+            _set_deadline(self._deadline_at)
+        span = telemetry.start_step_span(self, rec) if self._span is not None else None
+        start = rec.start = perf_counter() - self._t0
+        self._emit(StepStarted(rec.name, start, rec.priority, rec.predicted_slack))
+        fell_back = False
+        try:
+            kwargs = self._kwargs(node, ctx, item)
+            try:
+                if spec.retry is not None:
+
+                    def attempt(n: int) -> None:
+                        ctx.attempt = rec.attempts = n
+
+                    value = await call_with_retry(
+                        spec.retry, lambda: _invoke(spec, kwargs), on_attempt=attempt
+                    )
+                elif spec.is_async:
+                    value = await spec.fn(**kwargs)
+                else:
+                    value = spec.fn(**kwargs)
+            except Exception as exc:
+                if not spec.has_fallback:
+                    rec.end = perf_counter() - self._t0
+                    rec.status = "failed"
+                    rec.error = f"{type(exc).__name__}: {exc}"
+                    self._emit(StepFailed(rec.name, rec.end, exc))
+                    self._resolve(("failed", (rec.name, exc)))
+                    return
+                rec.error = f"{type(exc).__name__}: {exc}"
+                fell_back = True
+                value = spec.fallback_fn(exc) if spec.fallback_fn is not None else spec.fallback
+        except asyncio.CancelledError:
+            rec.end = perf_counter() - self._t0
+            rec.status = "cancelled"
+            self._emit(StepCancelled(rec.name, rec.end, self._outcome[0] if self._outcome else ""))
+            raise
+        except Exception as exc:  # a fallback_fn that raised
+            rec.end = perf_counter() - self._t0
+            rec.status = "failed"
+            rec.error = f"{type(exc).__name__}: {exc}"
+            self._emit(StepFailed(rec.name, rec.end, exc))
+            self._resolve(("failed", (rec.name, exc)))
+            return
+        finally:
+            if span is not None:
+                rec.span = span
+            if slot:
+                assert self.limiter is not None
+                self.limiter.release(spec.resource)
+        end = rec.end = perf_counter() - self._t0
+        rec.status = "fallback" if fell_back else "ok"
+        self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
+        if self._outcome is not None:
+            return
+        if spec.kind == "map":
+            assert rec.item is not None
+            node.results[rec.item] = value
+            node.left -= 1
+            if node.left == 0:
+                self._complete(node, node.results)
+        else:
+            self._complete(node, value)
+
+    def _complete(self, node: _Node, value: Any) -> None:
+        spec = node.spec
+        node.value = value
+        node.state = _DONE
+        if spec.kind == "route":
+            chosen = _branches(value)
+            bad = [b for b in chosen if b not in spec.branches]
+            if bad:
+                self._resolve(("route", RouteError(spec.name, value, spec.branches)))
+                return
+            for b in spec.branches:
+                if b not in chosen:
+                    self._nodes[b].excluded = True
+            self._emit(RouteChosen(spec.name, self.now(), chosen))
+        self._unresolved -= 1
+        for s in node.succs:
+            s.pending -= 1
+            if s.pending == 0:
+                self._on_ready(s)
+        if self._unresolved == 0:
+            self._resolve(("ok", None))
+
+
+async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
+    if spec.is_async:
+        return await spec.fn(**kwargs)
+    return spec.fn(**kwargs)
+
+
+def _branches(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    try:
+        return tuple(value)
+    except TypeError:
+        return (value,)
+
+
+def _combine_deadline(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | None:
+    outer = current_deadline()
+    if seconds is None:
+        return outer
+    mine = loop.time() + seconds
+    return mine if outer is None else min(outer, mine)

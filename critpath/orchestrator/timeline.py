@@ -1,0 +1,143 @@
+"""Draw a run report as a timeline: an SVG Gantt chart, or a self-contained HTML page.
+
+One row per step (or map item) in start order. Bars on the critical path are red;
+queueing (ready but waiting for a slot) is a thin grey lead-in; cancelled steps are
+hatched; skipped and never-run steps are listed with no bar. Hover a bar for details.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from critpath.orchestrator.report import RunReport, StepReport
+
+__all__ = ["render_html", "render_svg"]
+
+_COLOURS = {
+    "ok": "#4c78a8",
+    "fallback": "#f58518",
+    "failed": "#54242b",
+    "cancelled": "url(#hatch)",
+    "running": "url(#hatch)",
+}
+_CRITICAL = "#e45756"
+_ROW = 22
+_LEFT = 190
+_WIDTH = 900
+
+
+def _nice_step(total_ms: float) -> float:
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        if total_ms / step <= 10:
+            return float(step)
+    return 10 ** len(str(int(total_ms)))
+
+
+def _row_order(report: RunReport) -> list[StepReport]:
+    return sorted(
+        report.steps, key=lambda s: (s.start is None, s.start if s.start is not None else 0.0)
+    )
+
+
+def render_svg(report: RunReport) -> str:
+    rows = _row_order(report)
+    total = max(report.makespan, max((s.end or 0.0 for s in rows), default=0.0), 1e-6)
+    scale = _WIDTH / total
+    top = 30
+    height = top + _ROW * len(rows) + 20
+    w = _LEFT + _WIDTH + 20
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{height}" '
+        f'viewBox="0 0 {w} {height}" font-family="system-ui, sans-serif" font-size="12">',
+        "<defs><pattern id='hatch' patternUnits='userSpaceOnUse' width='6' height='6' "
+        "patternTransform='rotate(45)'><rect width='6' height='6' fill='#bbb'/>"
+        "<line x1='0' y1='0' x2='0' y2='6' stroke='#777' stroke-width='3'/></pattern></defs>",
+    ]
+    tick = _nice_step(total * 1000)
+    t = 0.0
+    while t <= total * 1000 + 1e-9:
+        x = _LEFT + t / 1000 * scale
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top - 6}" x2="{x:.1f}" y2="{height - 20}" '
+            f'stroke="#e6e6e6"/><text x="{x:.1f}" y="{top - 10}" text-anchor="middle" '
+            f'fill="#555">{t:g} ms</text>'
+        )
+        t += tick
+    for i, s in enumerate(rows):
+        y = top + i * _ROW
+        if i % 2:
+            out.append(f'<rect x="0" y="{y}" width="{w}" height="{_ROW}" fill="#fafafa"/>')
+        label = html.escape(s.name if len(s.name) <= 26 else s.name[:25] + "…")
+        weight = "bold" if s.critical else "normal"
+        out.append(
+            f'<text x="{_LEFT - 8}" y="{y + 15}" text-anchor="end" font-weight="{weight}">'
+            f"{label}</text>"
+        )
+        if s.start is None:
+            out.append(
+                f'<text x="{_LEFT + 4}" y="{y + 15}" fill="#999" font-style="italic">'
+                f"{html.escape(s.status)}{': ' + html.escape(s.error) if s.error else ''}</text>"
+            )
+            continue
+        if s.ready is not None and s.start > s.ready:
+            x0 = _LEFT + s.ready * scale
+            out.append(
+                f'<rect x="{x0:.1f}" y="{y + 9}" width="{(s.start - s.ready) * scale:.1f}" '
+                f'height="4" fill="#ccc"><title>queued {(s.start - s.ready) * 1000:.1f} ms'
+                "</title></rect>"
+            )
+        end = s.end if s.end is not None else report.makespan
+        fill = _CRITICAL if s.critical and s.status == "ok" else _COLOURS.get(s.status, "#999")
+        tip = (
+            f"{s.name} [{s.status}] {s.start * 1000:.1f} → {end * 1000:.1f} ms "
+            f"({(end - s.start) * 1000:.1f} ms)"
+        )
+        if s.slack is not None:
+            tip += f", slack {s.slack * 1000:.1f} ms"
+        if s.priority is not None:
+            tip += f", priority {s.priority}"
+        if s.resource:
+            tip += f", resource {s.resource}"
+        if s.error:
+            tip += f", {s.error}"
+        stroke = f' stroke="{_CRITICAL}" stroke-width="2"' if s.critical else ""
+        out.append(
+            f'<rect class="bar" data-step="{html.escape(s.name)}" x="{_LEFT + s.start * scale:.1f}" '
+            f'y="{y + 3}" width="{max((end - s.start) * scale, 1.0):.1f}" height="{_ROW - 6}" '
+            f'rx="3" fill="{fill}"{stroke}><title>{html.escape(tip)}</title></rect>'
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def render_html(report: RunReport) -> str:
+    title = f"critpath run {report.run_id} — {report.graph}"
+    summary = (
+        f"<b>{html.escape(report.status)}</b> in {report.makespan * 1000:.1f} ms · "
+        f"work {report.work * 1000:.1f} ms · span {report.span * 1000:.1f} ms · "
+        f"parallelism {report.parallelism:.2f} · efficiency {report.efficiency:.3f}"
+    )
+    path = " → ".join(html.escape(n) for n in report.critical_path) or "(none)"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 24px; color: #222; }}
+.legend span {{ display: inline-block; margin-right: 16px; }}
+.sw {{ display: inline-block; width: 12px; height: 12px; vertical-align: middle;
+      margin-right: 4px; border-radius: 2px; }}
+</style></head><body>
+<h1 style="font-size:18px">{html.escape(title)}</h1>
+<p>{summary}</p>
+<p>Critical path: {path}</p>
+<p class="legend"><span><i class="sw" style="background:{_CRITICAL}"></i>critical path</span>
+<span><i class="sw" style="background:#4c78a8"></i>ok</span>
+<span><i class="sw" style="background:#f58518"></i>fallback</span>
+<span><i class="sw" style="background:#54242b"></i>failed</span>
+<span><i class="sw" style="background:#999"></i>cancelled</span>
+<span><i class="sw" style="background:#ccc"></i>queued</span></p>
+{render_svg(report)}
+<details><summary>Report (text)</summary><pre>{html.escape(report.to_text())}</pre></details>
+</body></html>
+"""

@@ -1,0 +1,139 @@
+"""OpenTelemetry: a span per run and per step, off unless you turn it on.
+
+critpath only uses the OpenTelemetry API; with no tracer provider configured it
+records nothing and costs nothing. One line turns on export::
+
+    critpath.telemetry.enable_tracing("console")     # or "otlp" (needs the otlp extra)
+
+Step spans start when the step starts (so spans opened inside a step, e.g. a model
+call, nest under it) and end, with the step's real end time, when the run ends —
+once slack and the critical path are known. Attributes: ``critpath.slack_ms``,
+``critpath.critical``, ``critpath.priority``, ``critpath.status``,
+``critpath.cancelled``, ``critpath.resource``; the run span carries makespan, span,
+work, efficiency and the critical path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from critpath.errors import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from critpath.orchestrator.report import RunReport, StepRecord
+    from critpath.orchestrator.runtime import Run
+
+__all__ = ["enable_tracing", "tracer", "tracing_enabled"]
+
+_tracer = trace.get_tracer("critpath")
+
+
+def tracer() -> trace.Tracer:
+    """critpath's tracer (for spans of your own inside steps)."""
+    return _tracer
+
+
+def tracing_enabled() -> bool:
+    """True once an SDK tracer provider is installed (by us or by the application)."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+
+
+def enable_tracing(
+    exporter: Literal["console", "otlp"] = "console",
+    *,
+    endpoint: str | None = None,
+    service_name: str = "critpath",
+) -> TracerProvider:
+    """Install an SDK tracer provider that exports critpath's spans; returns it.
+
+    ``"console"`` prints spans as JSON to stdout; ``"otlp"`` sends them over OTLP/HTTP
+    (``pip install 'critpath[otlp]'``; endpoint defaults to the OTLP environment
+    variables). OpenTelemetry allows one global provider per process.
+    """
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        ConsoleSpanExporter,
+        SimpleSpanProcessor,
+        SpanExporter,
+    )
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    exp: SpanExporter
+    if exporter == "console":
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":
+        try:
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ConfigError("OTLP export needs: pip install 'critpath[otlp]'") from exc
+        exp = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exp))
+    else:
+        raise ConfigError(f"unknown exporter {exporter!r}; use 'console' or 'otlp'")
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def _ns(run: Run, t: float) -> int:
+    return int((run.started_at + t) * 1e9)
+
+
+def start_run_span(run: Run) -> trace.Span:
+    return _tracer.start_span(
+        f"critpath.run {run.graph.name}",
+        start_time=_ns(run, 0.0),
+        attributes={"critpath.graph": run.graph.name, "critpath.run_id": run.run_id},
+    )
+
+
+def start_step_span(run: Run, rec: StepRecord) -> trace.Span:
+    """Open the step's span under the run's and make it current in the step's task."""
+    parent = trace.set_span_in_context(run._span) if run._span is not None else None
+    span = _tracer.start_span(
+        f"critpath.step {rec.name}",
+        context=parent,
+        attributes={"critpath.step": rec.step, "critpath.run_id": run.run_id},
+    )
+    otel_context.attach(trace.set_span_in_context(span))  # task-local: dies with the task
+    return span
+
+
+def end_run_span(run: Run, report: RunReport) -> None:
+    by_name = {s.name: s for s in report.steps}
+    for node in run._nodes.values():
+        for rec in node.records:
+            span = rec.span
+            if span is None:
+                continue
+            s = by_name[rec.name]
+            span.set_attribute("critpath.status", s.status)
+            span.set_attribute("critpath.cancelled", s.status == "cancelled")
+            span.set_attribute("critpath.critical", s.critical)
+            if s.slack is not None:
+                span.set_attribute("critpath.slack_ms", s.slack * 1000)
+            if s.priority is not None:
+                span.set_attribute("critpath.priority", s.priority)
+            if s.resource:
+                span.set_attribute("critpath.resource", s.resource)
+            if s.status == "failed":
+                span.set_status(trace.Status(trace.StatusCode.ERROR, s.error or ""))
+            span.end(end_time=_ns(run, s.end if s.end is not None else report.makespan))
+    rs = run._span
+    assert rs is not None
+    rs.set_attribute("critpath.status", report.status)
+    rs.set_attribute("critpath.makespan_ms", report.makespan * 1000)
+    rs.set_attribute("critpath.span_ms", report.span * 1000)
+    rs.set_attribute("critpath.work_ms", report.work * 1000)
+    rs.set_attribute("critpath.efficiency", report.efficiency)
+    rs.set_attribute("critpath.critical_path", report.critical_path)
+    if report.status not in ("ok", "partial"):
+        rs.set_status(trace.Status(trace.StatusCode.ERROR, report.status))
+    rs.end(end_time=_ns(run, report.makespan))
