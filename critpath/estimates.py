@@ -4,13 +4,13 @@ The runtime learns each step's duration from the runs it serves and reads the
 estimates back to predict the critical path; adapters and hedging (later modules)
 learn TTFT and time per output token the same way. An estimate keeps an
 exponentially weighted mean (fast to follow drift) and a bounded window of recent
-samples for quantiles (exact over the window, so p95 means p95 of what was seen).
+samples for quantiles (exact over the window, so p95 means p95 of what was seen;
+sorted lazily, when a quantile is read after new samples).
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Iterator
 
@@ -38,7 +38,7 @@ class LatencyEstimate:
             raise ConfigError("alpha must be in (0, 1]")
         self._alpha = alpha
         self._window: deque[float] = deque(maxlen=window)
-        self._sorted: list[float] = []
+        self._sorted: list[float] | None = []
         self.count = 0
         self.total = 0.0
         self.ewma = math.nan
@@ -48,11 +48,8 @@ class LatencyEstimate:
     def observe(self, seconds: float) -> None:
         if not math.isfinite(seconds) or seconds < 0:
             raise ConfigError(f"a latency must be a finite number >= 0, got {seconds!r}")
-        if len(self._window) == self._window.maxlen:
-            old = self._window[0]
-            del self._sorted[bisect_left(self._sorted, old)]
         self._window.append(seconds)
-        insort(self._sorted, seconds)
+        self._sorted = None
         self.count += 1
         self.total += seconds
         self.ewma = seconds if self.count == 1 else self.ewma + self._alpha * (seconds - self.ewma)
@@ -69,6 +66,8 @@ class LatencyEstimate:
         if not 0.0 <= q <= 1.0:
             raise ConfigError(f"quantile must be in [0, 1], got {q!r}")
         s = self._sorted
+        if s is None:
+            s = self._sorted = sorted(self._window)
         if not s:
             return math.nan
         pos = q * (len(s) - 1)
@@ -114,6 +113,7 @@ class Estimates:
     def __init__(self, *, default: float = 1.0, window: int = 512, alpha: float = 0.2) -> None:
         if not math.isfinite(default) or default < 0:
             raise ConfigError("default estimate must be a finite number >= 0")
+        LatencyEstimate(window=window, alpha=alpha)  # validates window and alpha now
         self.default = default
         self._window = window
         self._alpha = alpha

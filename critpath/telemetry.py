@@ -71,7 +71,9 @@ def enable_tracing(
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     elif exporter == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter,
+            )
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ConfigError("OTLP export needs: pip install 'critpath[otlp]'") from exc
         exp = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()

@@ -145,10 +145,10 @@ def analyse(preds: Mapping[str, Sequence[str]], durations: Mapping[str, float]) 
     # Walk back from the node that finishes last along the predecessors that set its start.
     path: list[str] = []
     if order:
-        node: str | None = max(order, key=lambda n: est[n] + durations.get(n, 0.0))
-        while node is not None:
-            path.append(node)
-            node = best_pred[node]
+        cur: str | None = max(order, key=lambda n: est[n] + durations.get(n, 0.0))
+        while cur is not None:
+            path.append(cur)
+            cur = best_pred[cur]
         path.reverse()
     work = float(sum(durations.get(n, 0.0) for n in order))
     return PathAnalysis(float(span), path, est, slack, work)

@@ -47,7 +47,6 @@ class StepContext:
 
     def __init__(
         self,
-        *,
         step: str,
         name: str,
         item: int | None,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
 
 from critpath.errors import (
     ConfigError,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from critpath.orchestrator.limits import Limiter
     from critpath.orchestrator.runtime import Run, RunResult
 
-__all__ = ["Graph", "Param", "StepKind", "StepSpec"]
+__all__ = ["Graph", "Param", "StepKind", "StepOptions", "StepSpec"]
 
 StepKind = Literal["step", "map", "route"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,18 +107,31 @@ def _is_ctx(param: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
     return hint is StepContext or hint == "StepContext" or param.name == "ctx"
 
 
+class StepOptions(TypedDict, total=False):
+    """Options every kind of step takes (see ``Graph.step``)."""
+
+    name: str | None
+    deps: Mapping[str, str] | None
+    after: Iterable[str]
+    resource: str | None
+    estimate: float | None
+    retry: RetryPolicy | None
+    fallback: Any
+    fallback_fn: Callable[[BaseException], Any] | None
+
+
 def _spec_from_fn(
     fn: Callable[..., Any],
     *,
-    name: str | None,
     kind: StepKind,
-    deps: Mapping[str, str] | None,
-    after: Iterable[str],
-    resource: str | None,
-    estimate: float | None,
-    retry: RetryPolicy | None,
-    fallback: Any,
-    fallback_fn: Callable[[BaseException], Any] | None,
+    name: str | None = None,
+    deps: Mapping[str, str] | None = None,
+    after: Iterable[str] = (),
+    resource: str | None = None,
+    estimate: float | None = None,
+    retry: RetryPolicy | None = None,
+    fallback: Any = NO_FALLBACK,
+    fallback_fn: Callable[[BaseException], Any] | None = None,
     over: str | None = None,
     branches: Sequence[str] = (),
 ) -> StepSpec:
@@ -127,6 +140,8 @@ def _spec_from_fn(
     step_name = name or getattr(fn, "__name__", None)
     if not step_name or step_name == "<lambda>":
         raise InvalidStepError("a step made from a lambda needs name=")
+    if "[" in step_name or "]" in step_name or step_name == "*":
+        raise InvalidStepError(f"step name {step_name!r}: '[', ']' and '*' are reserved")
     if estimate is not None and not estimate >= 0:
         raise ConfigError(f"step {step_name!r}: estimate must be >= 0 seconds")
     if fallback is not NO_FALLBACK and fallback_fn is not None:
@@ -209,12 +224,22 @@ class Graph:
             if n in names[:i]:
                 raise DuplicateStepError(n)
         self.inputs: tuple[str, ...] = tuple(names)
-        self.output = output
+        self._output = output
         self.estimates = estimates if estimates is not None else Estimates(default=default_estimate)
         self._steps: dict[str, StepSpec] = {}
         self._validated: _Plan | None = None
 
     # ---- building -------------------------------------------------------------------
+
+    @property
+    def output(self) -> str | None:
+        """The step whose value is a run's ``output`` (None: the sinks)."""
+        return self._output
+
+    @output.setter
+    def output(self, name: str | None) -> None:
+        self._output = name
+        self._validated = None
 
     @property
     def steps(self) -> Mapping[str, StepSpec]:
@@ -228,97 +253,49 @@ class Graph:
         return spec
 
     @overload
-    def step(self, fn: F, /) -> F: ...
+    def step(self, fn: F, /, **options: Unpack[StepOptions]) -> F: ...
     @overload
-    def step(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        deps: Mapping[str, str] | None = None,
-        after: Iterable[str] = (),
-        resource: str | None = None,
-        estimate: float | None = None,
-        retry: RetryPolicy | None = None,
-        fallback: Any = NO_FALLBACK,
-        fallback_fn: Callable[[BaseException], Any] | None = None,
-    ) -> Callable[[F], F]: ...
+    def step(self, fn: None = None, /, **options: Unpack[StepOptions]) -> Callable[[F], F]: ...
+    def step(self, fn: F | None = None, /, **options: Unpack[StepOptions]) -> F | Callable[[F], F]:
+        """Add a step (decorator, with or without options). Returns the function unchanged.
 
-    def step(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        name: str | None = None,
-        deps: Mapping[str, str] | None = None,
-        after: Iterable[str] = (),
-        resource: str | None = None,
-        estimate: float | None = None,
-        retry: RetryPolicy | None = None,
-        fallback: Any = NO_FALLBACK,
-        fallback_fn: Callable[[BaseException], Any] | None = None,
-    ) -> F | Callable[[F], F]:
-        """Add a step (decorator, with or without options). Returns the function unchanged."""
+        Options: ``name``, ``deps`` (parameter -> source), ``after`` (ordering-only
+        dependencies), ``resource`` (a concurrency pool, e.g. a model endpoint),
+        ``estimate`` (predicted seconds until one is learned), ``retry``
+        (``RetryPolicy``), ``fallback`` (value used if the step fails) or
+        ``fallback_fn`` (called with the error).
+        """
+        return self._decorate(fn, "step", options)
 
-        def deco(f: F) -> F:
-            self.add(
-                _spec_from_fn(
-                    f, name=name, kind="step", deps=deps, after=after, resource=resource,
-                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
-                )
-            )  # fmt: skip
-            return f
-
-        return deco(fn) if fn is not None else deco
-
+    @overload
+    def map(self, fn: F, /, *, over: str, **options: Unpack[StepOptions]) -> F: ...
+    @overload
     def map(
-        self,
-        fn: F | None = None,
-        /,
-        *,
-        over: str,
-        name: str | None = None,
-        deps: Mapping[str, str] | None = None,
-        after: Iterable[str] = (),
-        resource: str | None = None,
-        estimate: float | None = None,
-        retry: RetryPolicy | None = None,
-        fallback: Any = NO_FALLBACK,
-        fallback_fn: Callable[[BaseException], Any] | None = None,
+        self, fn: None = None, /, *, over: str, **options: Unpack[StepOptions]
+    ) -> Callable[[F], F]: ...
+    def map(
+        self, fn: F | None = None, /, *, over: str, **options: Unpack[StepOptions]
     ) -> F | Callable[[F], F]:
         """Add a fan-out step: its function runs once per item of ``over``'s value.
 
         The first parameter receives the item; the step's value is the list of results
         in item order. Each item is scheduled (and limited, retried) on its own.
         """
+        return self._decorate(fn, "map", options, over=over)
 
-        def deco(f: F) -> F:
-            self.add(
-                _spec_from_fn(
-                    f, name=name, kind="map", deps=deps, after=after, resource=resource,
-                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
-                    over=over,
-                )
-            )  # fmt: skip
-            return f
-
-        return deco(fn) if fn is not None else deco
-
+    @overload
+    def route(self, fn: F, /, *, branches: Sequence[str], **options: Unpack[StepOptions]) -> F: ...
+    @overload
+    def route(
+        self, fn: None = None, /, *, branches: Sequence[str], **options: Unpack[StepOptions]
+    ) -> Callable[[F], F]: ...
     def route(
         self,
         fn: F | None = None,
         /,
         *,
         branches: Sequence[str],
-        name: str | None = None,
-        deps: Mapping[str, str] | None = None,
-        after: Iterable[str] = (),
-        resource: str | None = None,
-        estimate: float | None = None,
-        retry: RetryPolicy | None = None,
-        fallback: Any = NO_FALLBACK,
-        fallback_fn: Callable[[BaseException], Any] | None = None,
+        **options: Unpack[StepOptions],
     ) -> F | Callable[[F], F]:
         """Add a router: it returns a branch name, a list of them, or None (no branch).
 
@@ -327,15 +304,19 @@ class Graph:
         """
         if isinstance(branches, str) or not branches:
             raise ConfigError("route(branches=...) takes a non-empty list of step names")
+        return self._decorate(fn, "route", options, branches=tuple(branches))
 
+    def _decorate(
+        self,
+        fn: F | None,
+        kind: StepKind,
+        options: StepOptions,
+        *,
+        over: str | None = None,
+        branches: tuple[str, ...] = (),
+    ) -> F | Callable[[F], F]:
         def deco(f: F) -> F:
-            self.add(
-                _spec_from_fn(
-                    f, name=name, kind="route", deps=deps, after=after, resource=resource,
-                    estimate=estimate, retry=retry, fallback=fallback, fallback_fn=fallback_fn,
-                    branches=branches,
-                )
-            )  # fmt: skip
+            self.add(_spec_from_fn(f, kind=kind, over=over, branches=branches, **options))
             return f
 
         return deco(fn) if fn is not None else deco
@@ -465,4 +446,3 @@ class _Plan:
             outputs=outputs,
             single_output=single,
         )
-

@@ -52,6 +52,7 @@ class Limiter:
         self._waiting = 0
         self._peak = 0
         self._granted = 0
+        self._dispatching = False
 
     def _fits(self, resource: str | None) -> bool:
         if self.max_concurrency is not None and self._running >= self.max_concurrency:
@@ -66,6 +67,14 @@ class Limiter:
         self._peak = max(self._peak, self._running)
         if resource is not None and resource in self.limits:
             self._by_resource[resource] += 1
+
+    def release_later(self, resource: str | None) -> Callable[[object], None]:
+        """A done-callback that gives the slot back (runs even if a task never started)."""
+
+        def done(_: object) -> None:
+            self.release(resource)
+
+        return done
 
     def acquire_or_wait(
         self, key: float, resource: str | None, start: Callable[[], None], owner: object
@@ -82,10 +91,7 @@ class Limiter:
         return False
 
     def _better_waiter(self, key: float, resource: str | None) -> bool:
-        for w in self._heap:
-            if not w.dead and w.key < key and self._fits(w.resource):
-                return True
-        return False
+        return any(not w.dead and w.key < key and self._fits(w.resource) for w in self._heap)
 
     def release(self, resource: str | None) -> None:
         """Give a slot back and start the best waiters that now fit."""
@@ -95,6 +101,15 @@ class Limiter:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        if self._dispatching:  # a start() released a slot: the loop below picks it up
+            return
+        self._dispatching = True
+        try:
+            self._dispatch_loop()
+        finally:
+            self._dispatching = False
+
+    def _dispatch_loop(self) -> None:
         skipped: list[_Waiter] = []
         heap = self._heap
         while heap:
@@ -118,7 +133,7 @@ class Limiter:
             if w.owner is owner and not w.dead:
                 w.dead = True
                 self._waiting -= 1
-        self._heap = [w for w in self._heap if not w.dead]
+        self._heap[:] = [w for w in self._heap if not w.dead]
         heapq.heapify(self._heap)
 
     def statistics(self) -> dict[str, object]:

@@ -58,9 +58,12 @@ class RetryPolicy:
         return self.retry_if(exc) if self.retry_if is not None else True
 
 
-def _stop_at_deadline(state: tenacity.RetryCallState) -> bool:
-    left = remaining()
-    return left is not None and left <= (state.upcoming_sleep or 0.0)
+class _StopAtDeadline(tenacity.stop.stop_base):
+    """Stop when the next back-off would end at or after the deadline in force."""
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        left = remaining()
+        return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
 
 
 async def call_with_retry(
@@ -70,10 +73,9 @@ async def call_with_retry(
 ) -> T:
     """Await ``fn()`` under ``policy``; the last error propagates unchanged."""
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_after_attempt(policy.attempts) | _stop_at_deadline,
-        wait=tenacity.wait_exponential_jitter(
-            initial=policy.initial, max=policy.maximum, jitter=policy.jitter
-        ),
+        stop=tenacity.stop_any(tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline()),
+        wait=tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
+        + tenacity.wait_random(0, policy.jitter),
         retry=tenacity.retry_if_exception(policy._should_retry),
         reraise=True,
     )

@@ -45,6 +45,7 @@ class StepRecord:
     attempts: int = 1
     error: str | None = None
     span: Any = None
+    ctx: Any = None
 
 
 class StepReport(BaseModel):
@@ -99,7 +100,8 @@ class RunReport(BaseModel):
     def to_text(self) -> str:
         ms = 1000.0
         lines = [
-            f"run {self.run_id} of graph {self.graph!r}: {self.status} in {self.makespan * ms:.1f} ms",
+            f"run {self.run_id} of graph {self.graph!r}: {self.status} "
+            f"in {self.makespan * ms:.1f} ms",
             f"work {self.work * ms:.1f} ms  span {self.span * ms:.1f} ms  "
             f"parallelism {self.parallelism:.2f}  efficiency {self.efficiency:.3f}",
             "critical path: " + (" -> ".join(self.critical_path) or "(none)"),

@@ -11,9 +11,10 @@ task outlives its run.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Mapping
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +146,6 @@ class Run:
         self._wakeup: asyncio.Future[None] | None = None
         self._finished = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._contexts: dict[str, StepContext] = {}
         self._outcome: tuple[str, Any] | None = None
         self._report: RunReport | None = None
         self.status = "running"
@@ -231,14 +231,15 @@ class Run:
         loop = self._loop
         steps = self.graph.steps
         plan: _Plan = self._plan
-        predicted = {n: self.estimates.predict(n, steps[n].estimate) for n in plan.order}
+        self._predicted = predicted = _predict(self.estimates, steps, plan.order)
         levels = bottom_levels(plan.order, plan.succs, predicted)
         self.predicted_span = max(levels.values(), default=0.0)
         self._deadline_at = dl = _combine_deadline(loop, self._deadline_s)
-        self._due = self._t0 + self.predicted_span
-        if dl is not None:
-            self._due = min(self._due, self._t0 + (dl - loop.time()))
-        nodes = self._nodes = {n: _Node(steps[n], len(plan.preds[n]), levels[n]) for n in plan.order}
+        self._due_by_deadline = None if dl is None else self._t0 + (dl - loop.time())
+        self._set_due(self.predicted_span)
+        nodes = self._nodes = {
+            n: _Node(steps[n], len(plan.preds[n]), levels[n]) for n in plan.order
+        }
         for n, node in nodes.items():
             node.succs = [nodes[s] for s in plan.succs[n]]
         self._unresolved = len(nodes)
@@ -246,10 +247,7 @@ class Run:
         self._span = telemetry.start_run_span(self) if telemetry.tracing_enabled() else None
         cancelled = False
         try:
-            roots = [node for node in nodes.values() if node.pending == 0]
-            for node in roots:
-                if self._outcome is None:
-                    self._on_ready(node)
+            self._release([node for node in nodes.values() if node.pending == 0])
             await self._done
         except asyncio.CancelledError:
             cancelled = True
@@ -281,7 +279,9 @@ class Run:
         for node in self._nodes.values():
             if not node.records:
                 node.records.append(
-                    StepRecord(node.spec.name, node.spec.name, None, node.spec.kind, status="not_run")
+                    StepRecord(
+                        node.spec.name, node.spec.name, None, node.spec.kind, status="not_run"
+                    )
                 )
         for rec in self._records():
             if rec.status == "running":
@@ -302,9 +302,11 @@ class Run:
             result = RunResult(self, "ok", outputs, self._output_of(outputs))
         elif kind == "deadline":
             partial = dict(outputs)
-            for name, ctx in self._contexts.items():
-                if ctx.has_partial and self._nodes[ctx.step].state != _DONE and ctx.item is None:
-                    partial[name] = ctx.partial
+            for rec in self._records():
+                ctx = rec.ctx
+                unfinished = self._nodes[rec.step].state != _DONE
+                if ctx is not None and ctx.has_partial and rec.item is None and unfinished:
+                    partial[rec.name] = ctx.partial
             wanted = [o for o in self._plan.outputs if self._nodes[o].state != _SKIPPED]
             if wanted and all(o in partial for o in wanted):
                 self.status = "partial"
@@ -315,7 +317,7 @@ class Run:
         elif kind == "cancelled":
             error = RunCancelled("run cancelled by its owner")
         elif kind == "failed":
-            step, exc = detail
+            step, exc = detail if detail is not None else ("?", RuntimeError("unknown"))
             error = StepFailedError(step, exc)
             error.__cause__ = exc
         elif kind == "route":
@@ -335,6 +337,25 @@ class Run:
         assert result is not None
         return result
 
+    def _set_due(self, predicted_span: float) -> None:
+        """Due time of the run: predicted finish, or the deadline if that comes first."""
+        due = self._t0 + predicted_span
+        if self._due_by_deadline is not None:
+            due = min(due, self._due_by_deadline)
+        self._due = due
+
+    def _replan(self) -> None:
+        """A router excluded branches: re-predict the critical path without them."""
+        plan = self._plan
+        predicted = {
+            n: 0.0 if node.excluded or node.state == _SKIPPED else self._predicted[n]
+            for n, node in self._nodes.items()
+        }
+        levels = bottom_levels(plan.order, plan.succs, predicted)
+        for n, node in self._nodes.items():
+            node.blevel = levels[n]
+        self._set_due(max(levels.values(), default=0.0))
+
     def _output_of(self, values: Mapping[str, Any]) -> Any:
         outs = self._plan.outputs
         if self._plan.single_output:
@@ -351,6 +372,15 @@ class Run:
                 est.observe(rec.step, rec.end - rec.start)
 
     # ---- scheduling -----------------------------------------------------------------
+
+    def _release(self, ready: list[_Node]) -> None:
+        """Nodes that became ready together: hand them out least slack first."""
+        if len(ready) > 1 and self.limiter is not None:
+            ready.sort(key=lambda n: -n.blevel)
+        for node in ready:
+            if self._outcome is not None:
+                return
+            self._on_ready(node)
 
     def _on_ready(self, node: _Node) -> None:
         """All of ``node``'s dependencies resolved: skip it, or queue/start its units."""
@@ -422,14 +452,18 @@ class Run:
                          resource=spec.resource)  # fmt: skip
         node.records.append(rec)
         key = self._due - node.blevel
-
-        def start() -> None:
-            self._start_unit(node, rec, value, key, True)
-
         limiter = self.limiter
         if limiter is None:
             self._start_unit(node, rec, value, key, False)
-        elif limiter.acquire_or_wait(key, spec.resource, start, self):
+            return
+
+        def start() -> None:  # called by the limiter when a slot frees
+            if self._outcome is not None:  # the run has ended: give the slot back
+                limiter.release(spec.resource)
+                return
+            self._start_unit(node, rec, value, key, True)
+
+        if limiter.acquire_or_wait(key, spec.resource, start, self):
             self._start_unit(node, rec, value, key, True)
         else:
             self._emit(StepQueued(name, rec.ready or 0.0, key - perf_counter()))
@@ -440,16 +474,16 @@ class Run:
         priority = int(slack * 1000) if slack > 0 else 0
         rec.priority = priority
         rec.predicted_slack = slack
-        rec.status = "running"
-        ctx = StepContext(
-            step=node.spec.name, name=rec.name, item=rec.item, run_id=self.run_id,
-            priority=priority, slack=slack, deadline=self._deadline_at,
-            resource=node.spec.resource, emit=self._emit_partial,
+        rec.ctx = ctx = StepContext(
+            node.spec.name, rec.name, rec.item, self.run_id, priority, slack,
+            self._deadline_at, node.spec.resource, self._emit_partial,
         )  # fmt: skip
-        self._contexts[rec.name] = ctx
-        task = self._loop.create_task(self._exec(node, rec, ctx, item, slot), name=rec.name)
+        task = self._loop.create_task(self._exec(node, rec, ctx, item), name=rec.name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if slot:
+            assert self.limiter is not None
+            task.add_done_callback(self.limiter.release_later(node.spec.resource))
 
     def _kwargs(self, node: _Node, ctx: StepContext, item: Any) -> dict[str, Any]:
         spec = node.spec
@@ -469,16 +503,15 @@ class Run:
             kwargs[spec.item_param] = item
         return kwargs
 
-    async def _exec(
-        self, node: _Node, rec: StepRecord, ctx: StepContext, item: Any, slot: bool
-    ) -> None:
+    async def _exec(self, node: _Node, rec: StepRecord, ctx: StepContext, item: Any) -> None:
         spec = node.spec
         _set_current(ctx)
         if self._deadline_at is not None:
             _set_deadline(self._deadline_at)
         span = telemetry.start_step_span(self, rec) if self._span is not None else None
         start = rec.start = perf_counter() - self._t0
-        self._emit(StepStarted(rec.name, start, rec.priority, rec.predicted_slack))
+        rec.status = "running"
+        self._emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
         fell_back = False
         try:
             kwargs = self._kwargs(node, ctx, item)
@@ -506,8 +539,17 @@ class Run:
                 rec.error = f"{type(exc).__name__}: {exc}"
                 fell_back = True
                 value = spec.fallback_fn(exc) if spec.fallback_fn is not None else spec.fallback
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
             rec.end = perf_counter() - self._t0
+            task = asyncio.current_task()
+            if self._outcome is None and task is not None and task.cancelling() == 0:
+                # Not cancelled by the run: something inside the step raised it (a library
+                # cancelling a future it awaited). Fail the step rather than hang the run.
+                rec.status = "failed"
+                rec.error = "CancelledError raised inside the step"
+                self._emit(StepFailed(rec.name, rec.end, exc))
+                self._resolve(("failed", (rec.name, exc)))
+                return
             rec.status = "cancelled"
             self._emit(StepCancelled(rec.name, rec.end, self._outcome[0] if self._outcome else ""))
             raise
@@ -521,9 +563,6 @@ class Run:
         finally:
             if span is not None:
                 rec.span = span
-            if slot:
-                assert self.limiter is not None
-                self.limiter.release(spec.resource)
         end = rec.end = perf_counter() - self._t0
         rec.status = "fallback" if fell_back else "ok"
         self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
@@ -551,12 +590,17 @@ class Run:
             for b in spec.branches:
                 if b not in chosen:
                     self._nodes[b].excluded = True
+            if len(chosen) < len(spec.branches):
+                self._replan()
             self._emit(RouteChosen(spec.name, self.now(), chosen))
         self._unresolved -= 1
+        ready = []
         for s in node.succs:
             s.pending -= 1
             if s.pending == 0:
-                self._on_ready(s)
+                ready.append(s)
+        if ready:
+            self._release(ready)
         if self._unresolved == 0:
             self._resolve(("ok", None))
 
@@ -576,6 +620,23 @@ def _branches(value: Any) -> tuple[str, ...]:
         return tuple(value)
     except TypeError:
         return (value,)
+
+
+def _predict(
+    estimates: Estimates, steps: Mapping[str, StepSpec], order: Sequence[str]
+) -> dict[str, float]:
+    """Predicted duration of each step: learned, else its ``estimate=``, else a default.
+
+    The default for a step never measured is the median of the graph's learned
+    estimates (so one unseen branch does not dwarf the rest), or the store's default.
+    """
+    learned = {n: e.ewma for n in order if (e := estimates.get(n)) is not None and e.count}
+    fallback = statistics.median(learned.values()) if learned else estimates.default
+    predicted: dict[str, float] = {}
+    for n in order:
+        explicit = steps[n].estimate
+        predicted[n] = learned.get(n, explicit if explicit is not None else fallback)
+    return predicted
 
 
 def _combine_deadline(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | None:

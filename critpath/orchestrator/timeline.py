@@ -32,7 +32,7 @@ def _nice_step(total_ms: float) -> float:
     for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
         if total_ms / step <= 10:
             return float(step)
-    return 10 ** len(str(int(total_ms)))
+    return float(10 ** len(str(int(total_ms))))
 
 
 def _row_order(report: RunReport) -> list[StepReport]:
@@ -104,7 +104,8 @@ def render_svg(report: RunReport) -> str:
             tip += f", {s.error}"
         stroke = f' stroke="{_CRITICAL}" stroke-width="2"' if s.critical else ""
         out.append(
-            f'<rect class="bar" data-step="{html.escape(s.name)}" x="{_LEFT + s.start * scale:.1f}" '
+            f'<rect class="bar" data-step="{html.escape(s.name)}" '
+            f'x="{_LEFT + s.start * scale:.1f}" '
             f'y="{y + 3}" width="{max((end - s.start) * scale, 1.0):.1f}" height="{_ROW - 6}" '
             f'rx="3" fill="{fill}"{stroke}><title>{html.escape(tip)}</title></rect>'
         )

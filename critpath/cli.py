@@ -1,0 +1,149 @@
+"""The ``critpath`` command: ``demo``, ``bench``, ``report``.
+
+``critpath bench NAME`` runs ``benchmarks/NAME.py`` from the source checkout (or from
+the folder named by ``--dir`` / ``CRITPATH_BENCHMARKS``). A benchmark module defines
+``add_arguments(parser)``, ``async def run(args) -> dict`` and ``render(result) -> str``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["main"]
+
+
+def _benchmarks_dir(explicit: str | None) -> Path:
+    candidates = []
+    if explicit:
+        candidates.append(Path(explicit))
+    if os.environ.get("CRITPATH_BENCHMARKS"):
+        candidates.append(Path(os.environ["CRITPATH_BENCHMARKS"]))
+    candidates.append(Path(__file__).resolve().parent.parent / "benchmarks")
+    candidates.append(Path.cwd() / "benchmarks")
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise SystemExit(
+        "critpath bench: no benchmarks/ folder found; run from a critpath checkout or pass --dir"
+    )
+
+
+def _available(bench_dir: Path) -> list[str]:
+    return sorted(p.stem for p in bench_dir.glob("*.py") if not p.stem.startswith("_"))
+
+
+def _load_benchmark(bench_dir: Path, name: str) -> ModuleType:
+    path = bench_dir / f"{name}.py"
+    if not path.is_file():
+        raise SystemExit(
+            f"critpath bench: unknown benchmark {name!r}; available: "
+            + ", ".join(_available(bench_dir))
+        )
+    spec = importlib.util.spec_from_file_location(f"critpath_benchmarks.{name}", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"critpath bench: cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from critpath.demo import run_demo
+
+    if args.trace:
+        from critpath.telemetry import enable_tracing
+
+        enable_tracing(args.trace)
+    out = Path(args.out) if args.out else None
+    summary = asyncio.run(
+        run_demo(args.question, runs=args.runs, timeline=out, report_json=args.report_json)
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    from critpath.orchestrator.report import RunReport
+
+    print(f"question: {summary['question']}")
+    print(f"answer:   {summary['answer']}\n")
+    for i, r in enumerate(summary["runs"], 1):
+        label = "default estimates" if i == 1 else "learned estimates"
+        print(
+            f"run {i} ({label}): makespan {r['makespan_ms']:.1f} ms, span {r['span_ms']:.1f} ms,"
+            f" efficiency {r['efficiency']:.3f}"
+        )
+    print()
+    print(RunReport.model_validate(summary["report"]).to_text())
+    if summary["timeline"]:
+        print(f"\ntimeline: {summary['timeline']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from critpath.orchestrator.report import RunReport
+
+    report = RunReport.load_json(args.file)
+    print(report.to_text())
+    if args.html:
+        print(f"\ntimeline: {report.save_html(args.html)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="critpath",
+        description="Run compound AI systems at the speed of their critical path.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = sub.add_parser("demo", help="run the example agent graph and print its report")
+    demo.add_argument("--question", default="Why does my deploy fail after the upgrade?")
+    demo.add_argument(
+        "--runs", type=int, default=2, help="runs (the later ones use learned estimates)"
+    )
+    demo.add_argument("--out", default="critpath-demo-timeline.html", help="timeline HTML file")
+    demo.add_argument("--report-json", default=None, help="also save the report as JSON here")
+    demo.add_argument("--json", action="store_true", help="print JSON instead of text")
+    demo.add_argument("--trace", choices=["console", "otlp"], help="export OpenTelemetry spans")
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. runtime)")
+    bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
+    bench.add_argument("--dir", default=None, help="benchmarks folder")
+
+    rep = sub.add_parser("report", help="print a saved JSON run report; draw its timeline")
+    rep.add_argument("file")
+    rep.add_argument("--html", default=None, help="write the timeline HTML here")
+    rep.set_defaults(func=_cmd_report)
+
+    if argv and argv[0] == "bench":
+        known, rest = bench.parse_known_args(argv[1:])
+        bench_dir = _benchmarks_dir(known.dir)
+        if not known.name:
+            print("benchmarks: " + ", ".join(_available(bench_dir)))
+            return 0
+        module = _load_benchmark(bench_dir, known.name)
+        bparser = argparse.ArgumentParser(prog=f"critpath bench {known.name}")
+        bparser.add_argument("--json", action="store_true", help="print one JSON object")
+        module.add_arguments(bparser)
+        bargs = bparser.parse_args(rest)
+        result = asyncio.run(module.run(bargs))
+        print(json.dumps(result, indent=2) if bargs.json else module.render(result))
+        return 0
+
+    args = parser.parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
