@@ -165,30 +165,41 @@ async def _time(fn: Callable[[], Awaitable[Any]]) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--steps", type=int, default=1000, help="no-op DAG size (~)")
-    parser.add_argument("--reps", type=int, default=15, help="critpath repetitions")
-    parser.add_argument("--langgraph-reps", type=int, default=5)
-    parser.add_argument("--dags", type=int, default=20, help="random DAGs for efficiency")
+    parser.add_argument("--reps", type=int, default=21, help="critpath repetitions")
+    parser.add_argument("--langgraph-reps", type=int, default=7)
+    parser.add_argument("--dags", type=int, default=20, help="random DAGs for efficiency (>= 1)")
     parser.add_argument("--dag-steps", type=int, default=30)
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph side")
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dags < 1 or args.reps < 1 or args.steps < 1:
+        raise SystemExit("--dags, --reps and --steps must be >= 1")
     width = 40
     preds = layered_dag(max(1, args.steps // width), width, args.seed)
     n = len(preds)
     result: dict[str, Any] = {"steps": n, "python": _python()}
 
-    g = critpath_graph(preds)
-    await g.run()  # warm-up
-    cp_times = [await _time(g.run) for _ in range(args.reps)]
-    result["overhead_us_per_step"] = statistics.median(cp_times) / n * 1e6
-
+    # Interleaved rounds (critpath runs, then a LangGraph run), so that both sides see the
+    # same machine conditions; one warm-up run each first.
     use_lg = not args.no_langgraph
-    if use_lg:
-        app = langgraph_app(preds)
-        cfg = {"recursion_limit": 100_000}
-        await app.ainvoke({}, cfg)  # warm-up
-        lg_times = [await _time(lambda: app.ainvoke({}, cfg)) for _ in range(args.langgraph_reps)]
+    g = critpath_graph(preds)
+    await g.run()
+    cfg = {"recursion_limit": 100_000}
+    app = langgraph_app(preds) if use_lg else None
+    if app is not None:
+        await app.ainvoke({}, cfg)
+    rounds = max(args.langgraph_reps, 1) if use_lg else 1
+    per_round = max(1, -(-args.reps // rounds))
+    cp_times: list[float] = []
+    lg_times: list[float] = []
+    for _ in range(rounds):
+        cp_times += [await _time(g.run) for _ in range(per_round)]
+        if app is not None:
+            lg_times.append(await _time(lambda: app.ainvoke({}, cfg)))
+    result["overhead_us_per_step"] = statistics.median(cp_times) / n * 1e6
+    result["runs"] = {"critpath": len(cp_times), "langgraph": len(lg_times)}
+    if lg_times:
         lg = statistics.median(lg_times) / n * 1e6
         result["langgraph_overhead_us_per_step"] = lg
         result["overhead_ratio_vs_langgraph"] = lg / result["overhead_us_per_step"]

@@ -479,8 +479,7 @@ class Run:
             self._deadline_at, node.spec.resource, self._emit_partial,
         )  # fmt: skip
         task = self._loop.create_task(self._exec(node, rec, ctx, item), name=rec.name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.add(task)  # the task removes itself when it ends (see _exec)
         if slot:
             assert self.limiter is not None
             task.add_done_callback(self.limiter.release_later(node.spec.resource))
@@ -563,6 +562,7 @@ class Run:
         finally:
             if span is not None:
                 rec.span = span
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
         end = rec.end = perf_counter() - self._t0
         rec.status = "fallback" if fell_back else "ok"
         self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
