@@ -14,13 +14,31 @@
     │   ├── RouteError               a router chose a branch it does not have
     │   ├── DeadlineExceeded         the run's deadline passed (carries partial outputs)
     │   └── RunCancelled             the run was cancelled by its owner
-    └── ConfigError                  a bad option (negative limit, unknown resource...)
+    ├── ConfigError                  a bad option (negative limit, unknown resource...)
+    └── ModelError                   a model call failed (raised by critpath.adapters)
+        ├── InvalidRequestError      rejected before it was sent (pydantic validation)
+        ├── ModelConnectionError  R  connect failed, or the connection was lost mid-stream
+        ├── ModelTimeout             (also a TimeoutError)
+        │   ├── ConnectTimeout    R
+        │   ├── FirstTokenTimeout R  no token within the time-to-first-token watchdog
+        │   ├── IdleTimeout       R  the gap between two tokens was too long
+        │   └── TotalTimeout         the call's own budget or deadline ran out
+        ├── RateLimited           R  HTTP 429 (``retry_after`` when the server said)
+        ├── ServerError           R  HTTP 5xx
+        ├── BadRequest               HTTP 4xx
+        │   ├── AuthenticationError  401 / 403
+        │   ├── ModelNotFound        404
+        │   └── ContextLengthExceeded
+        └── MalformedResponse        a body or SSE line that is not what the API promises
+            └── IncompleteStream  R  the stream ended without its terminator
+
+``R``: retryable (a subclass of ``RetryableError``).
 
 Every ``RunError`` carries the run's ``report`` (``None`` when the run failed before
 it started), so a failed run still names its critical path.
 
-Retryability: ``is_retryable(exc)`` decides by type. Errors raised by model adapters
-(added by later modules) subclass ``RetryableError`` when a retry may succeed.
+Retryability: ``is_retryable(exc)`` decides by type: errors after which the same
+request may succeed subclass ``RetryableError``.
 """
 
 from __future__ import annotations
@@ -32,19 +50,35 @@ if TYPE_CHECKING:
     from critpath.orchestrator.report import RunReport
 
 __all__ = [
+    "AuthenticationError",
+    "BadRequest",
     "ConfigError",
+    "ConnectTimeout",
+    "ContextLengthExceeded",
     "CritpathError",
     "CycleError",
     "DeadlineExceeded",
     "DuplicateStepError",
+    "FirstTokenTimeout",
     "GraphError",
+    "IdleTimeout",
+    "IncompleteStream",
+    "InvalidRequestError",
     "InvalidStepError",
+    "MalformedResponse",
     "MissingInputError",
+    "ModelConnectionError",
+    "ModelError",
+    "ModelNotFound",
+    "ModelTimeout",
+    "RateLimited",
     "RetryableError",
     "RouteError",
     "RunCancelled",
     "RunError",
+    "ServerError",
     "StepFailedError",
+    "TotalTimeout",
     "UnknownDependencyError",
     "is_retryable",
 ]
@@ -145,6 +179,84 @@ class DeadlineExceeded(RunError, TimeoutError):
 
 class RunCancelled(RunError):
     """The run was cancelled by its owner (``Run.cancel``)."""
+
+
+class ModelError(CritpathError):
+    """A model call failed. ``model`` names the endpoint; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, *, model: str | None = None, status: int | None = None):
+        super().__init__(message if model is None else f"{model}: {message}")
+        self.model = model
+        self.status = status
+
+
+class InvalidRequestError(ModelError, ValueError):
+    """A request rejected before it was sent."""
+
+
+class ModelConnectionError(ModelError, RetryableError):
+    """Could not connect, or the connection was lost before the answer was complete."""
+
+
+class ModelTimeout(ModelError, TimeoutError):
+    """A model call took too long (see the subclasses for which clock ran out)."""
+
+
+class ConnectTimeout(ModelTimeout, RetryableError):
+    pass
+
+
+class FirstTokenTimeout(ModelTimeout, RetryableError):
+    """No token arrived within the time-to-first-token watchdog."""
+
+
+class IdleTimeout(ModelTimeout, RetryableError):
+    """The gap between two tokens exceeded the idle timeout (a stalled stream)."""
+
+
+class TotalTimeout(ModelTimeout):
+    """The call's total budget, or the deadline in force, ran out."""
+
+
+class RateLimited(ModelError, RetryableError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str | None = None,
+        status: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, model=model, status=status)
+        self.retry_after = retry_after
+
+
+class ServerError(ModelError, RetryableError):
+    """The server failed (HTTP 5xx)."""
+
+
+class BadRequest(ModelError):
+    """The server refused the request (HTTP 4xx); sending it again will not help."""
+
+
+class AuthenticationError(BadRequest):
+    pass
+
+
+class ModelNotFound(BadRequest):
+    pass
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt plus ``max_tokens`` does not fit the model's context window."""
+
+
+class MalformedResponse(ModelError):
+    """The server's answer does not follow the API (bad JSON, bad SSE, missing fields)."""
+
+
+class IncompleteStream(MalformedResponse, RetryableError):
+    """The stream ended without its terminator (``data: [DONE]``) or a finish reason."""
 
 
 def is_retryable(exc: BaseException) -> bool:

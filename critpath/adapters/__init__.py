@@ -1,6 +1,54 @@
-"""The model protocol and its implementations (to come): OpenAI-compatible HTTP
-(vLLM, SGLang, llama.cpp, OpenAI), the in-process vLLM engine and simulated models,
-plus wrappers that compose like middleware: pool, hedge, retry, cache.
+"""The model protocol and its implementations.
+
+- ``protocol``: ``Model`` (one streaming method), ``ModelRequest``, ``Chunk``...
+- ``completion``: ``complete(model, request)``, the stream consumed, with timings.
+- ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI.
+- ``vllm_engine``: ``VLLMEngine``, the in-process vLLM engine (optional extra).
+- ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
+
+Simulated models and the wrappers (pool, hedge, cache) come in later modules.
 """
 
-__all__: list[str] = []
+from critpath.adapters.completion import Completion, complete
+from critpath.adapters.openai_http import OpenAICompatible, Timeouts
+from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
+from critpath.adapters.protocol import (
+    Chunk,
+    Message,
+    Model,
+    ModelRequest,
+    TokenLogprob,
+    Usage,
+    make_request,
+)
+from critpath.adapters.sse import SSEDecoder
+from critpath.adapters.stats import EndpointStats, StreamClock, Timings
+
+__all__ = [
+    "Chunk",
+    "Completion",
+    "EndpointStats",
+    "Message",
+    "Model",
+    "ModelRequest",
+    "OpenAICompatible",
+    "SSEDecoder",
+    "ServerLoad",
+    "StreamClock",
+    "Timeouts",
+    "Timings",
+    "TokenLogprob",
+    "Usage",
+    "complete",
+    "make_request",
+    "parse_metrics",
+    "server_load",
+]
+
+
+def __getattr__(name: str) -> object:
+    if name == "VLLMEngine":  # imported lazily: vLLM is an optional extra
+        from critpath.adapters.vllm_engine import VLLMEngine
+
+        return VLLMEngine
+    raise AttributeError(name)

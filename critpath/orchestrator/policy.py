@@ -6,6 +6,7 @@ next back-off would end after it, the last error is raised instead.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -59,10 +60,17 @@ class RetryPolicy:
 
 
 class _StopAtDeadline(tenacity.stop.stop_base):
-    """Stop when the next back-off would end at or after the deadline in force."""
+    """Stop when the next back-off would end at or after the deadline in force
+    (the deadline scope, or an explicit event-loop time, whichever is earlier)."""
+
+    def __init__(self, deadline_at: float | None = None) -> None:
+        self.deadline_at = deadline_at
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
         left = remaining()
+        if self.deadline_at is not None:
+            mine = self.deadline_at - asyncio.get_running_loop().time()
+            left = mine if left is None else min(left, mine)
         return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
 
 
@@ -70,10 +78,18 @@ async def call_with_retry(
     policy: RetryPolicy,
     fn: Callable[[], Awaitable[T]],
     on_attempt: Callable[[int], None] | None = None,
+    *,
+    deadline_at: float | None = None,
 ) -> T:
-    """Await ``fn()`` under ``policy``; the last error propagates unchanged."""
+    """Await ``fn()`` under ``policy``; the last error propagates unchanged.
+
+    No retry starts if its back-off would end past the deadline in force or
+    ``deadline_at`` (an event-loop time).
+    """
     retrying = tenacity.AsyncRetrying(
-        stop=tenacity.stop_any(tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline()),
+        stop=tenacity.stop_any(
+            tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline(deadline_at)
+        ),
         wait=tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
         + tenacity.wait_random(0, policy.jitter),
         retry=tenacity.retry_if_exception(policy._should_retry),

@@ -1,0 +1,587 @@
+"""The OpenAI-compatible HTTP adapter: vLLM, SGLang, llama.cpp server, OpenAI.
+
+One pooled ``httpx.AsyncClient`` per adapter; ``/v1/chat/completions`` for chat
+requests and ``/v1/completions`` for prompts, streamed (SSE) or not. Everything the
+server can do wrong becomes a typed ``critpath.errors.ModelError`` here, at the
+boundary, marked retryable or not.
+
+Clocks (``Timeouts``): connect; **time to first token** (a watchdog: a request the
+server has queued or stalled on is abandoned, and retried if the policy allows);
+idle gap between two reads of the stream; and the call's total, which the request's
+``timeout`` and the enclosing ``critpath.deadline`` scope can only shorten.
+
+Retries (tenacity, via ``RetryPolicy``) cover retryable errors before the first
+token only — after that the caller has already seen part of the answer — with
+jittered exponential back-off that never sleeps past the deadline.
+
+Cancelling the task that reads the stream, or closing the stream, closes the HTTP
+response at once; vLLM sees the disconnect, aborts the request and frees its KV cache.
+
+With ``vllm=True`` the adapter also sends vLLM's ``priority`` (the request's, or the
+running critpath step's critical-path priority) and ``request_id``; ``load()`` reads
+``/metrics`` for running/waiting requests and KV-cache usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
+from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
+from critpath.adapters.sse import SSEDecoder
+from critpath.adapters.stats import EndpointStats, StreamClock
+from critpath.deadlines import current_deadline
+from critpath.errors import (
+    AuthenticationError,
+    BadRequest,
+    ConfigError,
+    ConnectTimeout,
+    ContextLengthExceeded,
+    FirstTokenTimeout,
+    IdleTimeout,
+    IncompleteStream,
+    MalformedResponse,
+    ModelConnectionError,
+    ModelError,
+    ModelNotFound,
+    RateLimited,
+    ServerError,
+    TotalTimeout,
+    is_retryable,
+)
+from critpath.orchestrator.context import current_step
+from critpath.orchestrator.policy import RetryPolicy, call_with_retry
+
+__all__ = ["OpenAICompatible", "Timeouts"]
+
+_DONE = b"[DONE]"
+_AUX_TIMEOUT = 5.0  # seconds for /metrics and /models
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds; ``None`` disables a clock."""
+
+    connect: float | None = 5.0
+    first_token: float | None = 60.0
+    idle: float | None = 30.0
+    total: float | None = 600.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "first_token", "idle", "total"):
+            v = getattr(self, name)
+            if v is not None and not v > 0:
+                raise ConfigError(f"Timeouts.{name} must be > 0 seconds or None, got {v!r}")
+
+
+DEFAULT_RETRY = RetryPolicy(attempts=3, initial=0.1, maximum=2.0, jitter=0.1, retry_if=is_retryable)
+
+
+class OpenAICompatible:
+    """A model served over the OpenAI-compatible HTTP API.
+
+    ``base_url`` includes the API prefix (``http://127.0.0.1:8000/v1``). The API key
+    comes from ``api_key`` or the environment variable ``api_key_env``; it is sent
+    as a bearer token and never logged, printed or put in spans.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        streaming: bool = True,
+        vllm: bool = False,
+        headers: Mapping[str, str] | None = None,
+        max_connections: int = 256,
+        client: httpx.AsyncClient | None = None,
+        stats: EndpointStats | None = None,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+        if not model:
+            raise ConfigError("model must name the served model")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._name = name or model
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry
+        self.streaming = streaming
+        self.vllm = vllm
+        self.stats = stats if stats is not None else EndpointStats()
+        key = (
+            api_key
+            if api_key is not None
+            else (os.environ.get(api_key_env) if api_key_env else None)
+        )
+        hdrs = {"Accept": "application/json", **dict(headers or {})}
+        if key:
+            hdrs["Authorization"] = f"Bearer {key}"
+        self._own_client = client is None
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=self.timeouts.connect),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self._headers = hdrs
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only if this adapter created the client)."""
+        if self._own_client:
+            await self._client.aclose()
+
+    async def __aenter__(self) -> OpenAICompatible:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:  # no headers: they hold the API key
+        return f"OpenAICompatible({self.base_url!r}, model={self.model!r})"
+
+    # ---- the protocol ---------------------------------------------------------------
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        return self._stream(request)
+
+    async def _stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+        loop = asyncio.get_running_loop()
+        total_at = self._total_deadline(loop, request)
+        body = self._body(request)
+        path = "/chat/completions" if request.is_chat else "/completions"
+        headers = self._headers
+        if request.request_id is not None:
+            headers = {**headers, "X-Request-Id": request.request_id}
+
+        async def open_stream() -> tuple[list[Chunk], AsyncIterator[Chunk]]:
+            gen = self._attempt(path, body, headers, request, total_at)
+            return await _until_first_token(gen)
+
+        if self.retry is not None:
+            first, rest = await call_with_retry(self.retry, open_stream, deadline_at=total_at)
+        else:
+            first, rest = await open_stream()
+        try:
+            for chunk in first:
+                yield chunk
+            async for chunk in rest:
+                yield chunk
+        finally:
+            await rest.aclose()  # type: ignore[attr-defined]
+
+    def _total_deadline(
+        self, loop: asyncio.AbstractEventLoop, request: ModelRequest
+    ) -> float | None:
+        now = loop.time()
+        candidates = [current_deadline()]
+        if self.timeouts.total is not None:
+            candidates.append(now + self.timeouts.total)
+        if request.timeout is not None:
+            candidates.append(now + request.timeout)
+        present = [c for c in candidates if c is not None]
+        return min(present) if present else None
+
+    def _body(self, r: ModelRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "max_tokens": r.max_tokens}
+        if r.messages is not None:
+            body["messages"] = [m.model_dump(exclude_none=True) for m in r.messages]
+        else:
+            body["prompt"] = r.prompt
+        if r.temperature is not None:
+            body["temperature"] = r.temperature
+        if r.top_p is not None:
+            body["top_p"] = r.top_p
+        if r.seed is not None:
+            body["seed"] = r.seed
+        if r.stop is not None:
+            body["stop"] = list(r.stop)
+        if r.logprobs:
+            if r.is_chat:
+                body["logprobs"] = True
+                if r.top_logprobs:
+                    body["top_logprobs"] = r.top_logprobs
+            else:
+                body["logprobs"] = r.top_logprobs or 0
+        if self.streaming:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        if self.vllm:
+            priority = r.priority
+            if priority is None:
+                step = current_step()
+                priority = step.priority if step is not None else None
+            if priority is not None:
+                body["priority"] = priority
+            if r.request_id is not None:
+                body["request_id"] = r.request_id
+        body.update(r.extra_body)
+        return body
+
+    async def _attempt(
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        request: ModelRequest,
+        total_at: float | None,
+    ) -> AsyncIterator[Chunk]:
+        """One HTTP request, streamed into chunks; records stats; maps every error."""
+        loop = asyncio.get_running_loop()
+        clock = StreamClock()
+        stats = self.stats
+        stats.requests += 1
+        stats.in_flight += 1
+        first_at = _earliest(
+            total_at, loop.time() + self.timeouts.first_token if self.timeouts.first_token else None
+        )
+        phase = "first"
+        usage: Usage | None = None
+        try:
+            req = self._client.build_request(
+                "POST", self.base_url + path, json=body, headers=headers
+            )
+            try:
+                async with asyncio.timeout_at(first_at):
+                    resp = await self._client.send(req, stream=True)
+            except TimeoutError:
+                raise self._timeout("first", total_at, loop) from None
+            try:
+                if resp.status_code != 200:
+                    async with asyncio.timeout_at(first_at):
+                        await resp.aread()
+                    raise _status_error(resp, self.name)
+                clock.accepted()
+                yield Chunk()  # the server accepted the request
+                if not self.streaming:
+                    async with asyncio.timeout_at(first_at):
+                        raw = await resp.aread()
+                    whole = _parse_whole(raw, request.is_chat, self.name)
+                    if whole.tokens or whole.text:
+                        clock.token(whole.tokens or 1)
+                    usage = whole.usage
+                    yield whole
+                else:
+                    decoder = SSEDecoder(self.name)
+                    reads = resp.aiter_bytes()
+                    done = False
+                    finished = False
+                    idle = self.timeouts.idle
+                    parse = _parse_chat_chunk if request.is_chat else _parse_completion_chunk
+                    when = first_at
+                    while not done:
+                        try:
+                            async with asyncio.timeout_at(when):
+                                data = await anext(reads, None)
+                        except TimeoutError:
+                            raise self._timeout(phase, total_at, loop) from None
+                        events = decoder.close() if data is None else decoder.feed(data)
+                        for payload in events:
+                            if payload == _DONE:
+                                done = True
+                                break
+                            chunk = parse(_loads(payload, self.name), self.name)
+                            if chunk is None:
+                                continue
+                            if chunk.tokens or chunk.text:
+                                clock.token(chunk.tokens or 1)
+                                if phase == "first":
+                                    phase = "idle"
+                            if chunk.finish_reason is not None:
+                                finished = True
+                            if chunk.usage is not None:
+                                usage = chunk.usage
+                            yield chunk
+                        if data is None and not done:
+                            if finished:
+                                break  # complete answer, the server just omitted [DONE]
+                            raise IncompleteStream(
+                                "the stream ended without [DONE] or a finish reason",
+                                model=self.name,
+                            )
+                        if phase == "idle":
+                            when = _earliest(total_at, loop.time() + idle if idle else None)
+            finally:
+                await resp.aclose()
+            stats.record(clock.finish(usage.completion_tokens if usage is not None else None))
+        except httpx.ConnectTimeout as exc:
+            err: ModelError = ConnectTimeout(f"connect timed out: {exc}", model=self.name)
+            stats.record_error(err)
+            raise err from exc
+        except httpx.ConnectError as exc:
+            err = ModelConnectionError(f"cannot connect to {self.base_url}: {exc}", model=self.name)
+            stats.record_error(err)
+            raise err from exc
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
+            err = ModelConnectionError(f"connection lost: {exc!r}", model=self.name)
+            stats.record_error(err)
+            raise err from exc
+        except httpx.HTTPError as exc:
+            err = ModelConnectionError(f"HTTP error: {exc!r}", model=self.name)
+            stats.record_error(err)
+            raise err from exc
+        except ModelError as exc:
+            stats.record_error(exc)
+            raise
+        finally:
+            stats.in_flight -= 1
+
+    def _timeout(
+        self, phase: str, total_at: float | None, loop: asyncio.AbstractEventLoop
+    ) -> ModelError:
+        if total_at is not None and loop.time() >= total_at - 1e-3:
+            return TotalTimeout("the call's total budget or deadline ran out", model=self.name)
+        if phase == "first":
+            return FirstTokenTimeout(
+                f"no token within {self.timeouts.first_token}s (time-to-first-token watchdog)",
+                model=self.name,
+            )
+        return IdleTimeout(f"no data for {self.timeouts.idle}s mid-stream", model=self.name)
+
+    # ---- load signal and discovery --------------------------------------------------
+
+    def _root(self) -> str:
+        root = self.base_url
+        return root[: -len("/v1")] if root.endswith("/v1") else root
+
+    async def load(self) -> ServerLoad | None:
+        """Running/waiting requests and KV-cache usage from ``/metrics`` (None if absent)."""
+        try:
+            resp = await self._client.get(self._root() + "/metrics", timeout=_AUX_TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise ModelConnectionError(f"cannot read /metrics: {exc!r}", model=self.name) from exc
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise _status_error(resp, self.name)
+        return server_load(parse_metrics(resp.text))
+
+    async def models(self) -> list[str]:
+        """The model ids the server serves (``GET /v1/models``)."""
+        try:
+            resp = await self._client.get(
+                self.base_url + "/models", headers=self._headers, timeout=_AUX_TIMEOUT
+            )
+        except httpx.HTTPError as exc:
+            raise ModelConnectionError(f"cannot list models: {exc!r}", model=self.name) from exc
+        if resp.status_code != 200:
+            raise _status_error(resp, self.name)
+        data = _loads(resp.content, self.name)
+        try:
+            return [str(m["id"]) for m in data["data"]]
+        except (KeyError, TypeError) as exc:
+            raise MalformedResponse(f"unexpected /models body: {exc!r}", model=self.name) from exc
+
+
+async def _until_first_token(gen: AsyncIterator[Chunk]) -> tuple[list[Chunk], AsyncIterator[Chunk]]:
+    """Read ``gen`` up to its first token (or its end); errors close it and propagate."""
+    first: list[Chunk] = []
+    try:
+        async for chunk in gen:
+            first.append(chunk)
+            if chunk.text or chunk.tokens or chunk.finish_reason is not None or chunk.usage:
+                break
+    except BaseException:
+        await gen.aclose()  # type: ignore[attr-defined]
+        raise
+    return first, gen
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _loads(payload: bytes, model: str) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise MalformedResponse(
+            f"invalid JSON from the server: {payload[:120]!r}", model=model
+        ) from exc
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        text = resp.text.strip()
+        return text[:300] or resp.reason_phrase or f"HTTP {resp.status_code}"
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            return str(err.get("message") or err.get("detail") or err)[:500]
+        if "detail" in data:
+            return str(data["detail"])[:500]
+        return str(err)[:500]
+    return str(data)[:500]
+
+
+def _status_error(resp: httpx.Response, model: str) -> ModelError:
+    code = resp.status_code
+    msg = f"HTTP {code}: {_error_message(resp)}"
+    if code == 429:
+        return RateLimited(msg, model=model, retry_after=_retry_after(resp))
+    if code in (401, 403):
+        return AuthenticationError(msg, model=model, status=code)
+    if code == 404:
+        return ModelNotFound(msg, model=model, status=code)
+    if code == 408:
+        return ServerError(msg, model=model, status=code)
+    if 400 <= code < 500:
+        low = msg.lower()
+        if "context length" in low or "context_length" in low or "maximum context" in low:
+            return ContextLengthExceeded(msg, model=model, status=code)
+        return BadRequest(msg, model=model, status=code)
+    if code >= 500:
+        return ServerError(msg, model=model, status=code)
+    return MalformedResponse(f"unexpected HTTP status {code}", model=model, status=code)
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _stream_error(data: dict[str, Any], model: str) -> ModelError:
+    err = data.get("error")
+    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, int) and 400 <= code < 500:
+        return BadRequest(f"error event in the stream: {message}", model=model, status=code)
+    return ServerError(f"error event in the stream: {message}", model=model)
+
+
+def _usage(data: dict[str, Any], model: str) -> Usage | None:
+    u = data.get("usage")
+    if not u:
+        return None
+    try:
+        return Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"malformed usage: {u!r}", model=model) from exc
+
+
+def _parse_chat_chunk(data: Any, model: str) -> Chunk | None:
+    if not isinstance(data, dict):
+        raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
+    if "error" in data:
+        raise _stream_error(data, model)
+    usage = _usage(data, model)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise MalformedResponse("a stream event without 'choices'", model=model)
+    if not choices:
+        return Chunk(usage=usage) if usage is not None else None
+    try:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        text = delta.get("content") or ""
+        finish = choice.get("finish_reason")
+        lp = choice.get("logprobs")
+        logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"malformed chat chunk: {exc!r}", model=model) from exc
+    tokens = len(logprobs) if logprobs else (1 if text else 0)
+    if not text and not tokens and finish is None and usage is None:
+        return None  # the role-only first chunk
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+
+
+def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
+    return tuple(
+        TokenLogprob(
+            token=str(c["token"]),
+            logprob=float(c["logprob"]),
+            top=tuple((str(t["token"]), float(t["logprob"])) for t in c.get("top_logprobs") or ()),
+        )
+        for c in content
+    )
+
+
+def _parse_completion_chunk(data: Any, model: str) -> Chunk | None:
+    if not isinstance(data, dict):
+        raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
+    if "error" in data:
+        raise _stream_error(data, model)
+    usage = _usage(data, model)
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise MalformedResponse("a stream event without 'choices'", model=model)
+    if not choices:
+        return Chunk(usage=usage) if usage is not None else None
+    try:
+        choice = choices[0]
+        text = choice.get("text") or ""
+        finish = choice.get("finish_reason")
+        lp = choice.get("logprobs")
+        logprobs = _completion_logprobs(lp) if lp and lp.get("tokens") else None
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"malformed completion chunk: {exc!r}", model=model) from exc
+    tokens = len(logprobs) if logprobs else (1 if text else 0)
+    if not text and not tokens and finish is None and usage is None:
+        return None
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+
+
+def _completion_logprobs(lp: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+    tokens = lp["tokens"]
+    values = lp["token_logprobs"]
+    tops = lp.get("top_logprobs") or [None] * len(tokens)
+    return tuple(
+        TokenLogprob(
+            token=str(tok),
+            logprob=float(val) if val is not None else float("nan"),
+            top=tuple((str(k), float(v)) for k, v in (top or {}).items()),
+        )
+        for tok, val, top in zip(tokens, values, tops, strict=False)
+    )
+
+
+def _parse_whole(raw: bytes, chat: bool, model: str) -> Chunk:
+    data = _loads(raw, model)
+    if not isinstance(data, dict):
+        raise MalformedResponse("a response body that is not an object", model=model)
+    if "error" in data:
+        raise _stream_error(data, model)
+    usage = _usage(data, model)
+    try:
+        choice = data["choices"][0]
+        finish = choice.get("finish_reason")
+        lp = choice.get("logprobs")
+        if chat:
+            text = (choice.get("message") or {}).get("content") or ""
+            logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
+        else:
+            text = choice.get("text") or ""
+            logprobs = _completion_logprobs(lp) if lp and lp.get("tokens") else None
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise MalformedResponse(f"malformed response body: {exc!r}", model=model) from exc
+    tokens = usage.completion_tokens if usage else (len(logprobs) if logprobs else int(bool(text)))
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
