@@ -24,14 +24,17 @@ CHAT_TEMPLATE = (
 SPECIAL = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
 
+_WORDS = (
+    "the a model answer question fast slow critical path token server request stream "
+    "graph step cancel deadline vote cascade refine draft final latency priority queue "
+    "what why how when where is are was were can could should would will it this that "
+    "one two three four five six seven eight nine ten hello world yes no maybe"
+)
+
+
 def corpus(n: int = 4000, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
-    words = (
-        "the a model answer question fast slow critical path token server request stream "
-        "graph step cancel deadline vote cascade refine draft final latency priority queue "
-        "what why how when where is are was were can could should would will it this that "
-        "one two three four five six seven eight nine ten hello world yes no maybe"
-    ).split()
+    words = _WORDS.split()
     return [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(n)]
 
 
@@ -45,7 +48,9 @@ def main(out: Path) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=1024, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=1024,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator(corpus(), trainer=trainer)
     fast = PreTrainedTokenizerFast(

@@ -274,7 +274,7 @@ class OpenAICompatible:
                 if not self.streaming:
                     async with asyncio.timeout_at(first_at):
                         raw = await resp.aread()
-                    whole = _parse_whole(raw, request.is_chat, self.name)
+                    whole = _parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
                     if whole.tokens or whole.text:
                         clock.token(whole.tokens or 1)
                     usage = whole.usage
@@ -285,6 +285,7 @@ class OpenAICompatible:
                     done = False
                     finished = False
                     idle = self.timeouts.idle
+                    top_k = request.top_logprobs or 0
                     parse = _parse_chat_chunk if request.is_chat else _parse_completion_chunk
                     when = first_at
                     while not done:
@@ -298,7 +299,7 @@ class OpenAICompatible:
                             if payload == _DONE:
                                 done = True
                                 break
-                            chunk = parse(_loads(payload, self.name), self.name)
+                            chunk = parse(_loads(payload, self.name), self.name, top_k)
                             if chunk is None:
                                 continue
                             if chunk.tokens or chunk.text:
@@ -488,7 +489,7 @@ def _usage(data: dict[str, Any], model: str) -> Usage | None:
         raise MalformedResponse(f"malformed usage: {u!r}", model=model) from exc
 
 
-def _parse_chat_chunk(data: Any, model: str) -> Chunk | None:
+def _parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
     if not isinstance(data, dict):
         raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
     if "error" in data:
@@ -525,7 +526,7 @@ def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
     )
 
 
-def _parse_completion_chunk(data: Any, model: str) -> Chunk | None:
+def _parse_completion_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
     if not isinstance(data, dict):
         raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
     if "error" in data:
@@ -541,7 +542,7 @@ def _parse_completion_chunk(data: Any, model: str) -> Chunk | None:
         text = choice.get("text") or ""
         finish = choice.get("finish_reason")
         lp = choice.get("logprobs")
-        logprobs = _completion_logprobs(lp) if lp and lp.get("tokens") else None
+        logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"malformed completion chunk: {exc!r}", model=model) from exc
     tokens = len(logprobs) if logprobs else (1 if text else 0)
@@ -550,7 +551,9 @@ def _parse_completion_chunk(data: Any, model: str) -> Chunk | None:
     return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
 
 
-def _completion_logprobs(lp: dict[str, Any]) -> tuple[TokenLogprob, ...]:
+def _completion_logprobs(lp: dict[str, Any], top_k: int) -> tuple[TokenLogprob, ...]:
+    """The legacy completions format; its ``top_logprobs`` dicts may also hold the chosen
+    token (vLLM does this), so keep the ``top_k`` most likely, as the chat format has."""
     tokens = lp["tokens"]
     values = lp["token_logprobs"]
     tops = lp.get("top_logprobs") or [None] * len(tokens)
@@ -558,13 +561,17 @@ def _completion_logprobs(lp: dict[str, Any]) -> tuple[TokenLogprob, ...]:
         TokenLogprob(
             token=str(tok),
             logprob=float(val) if val is not None else float("nan"),
-            top=tuple((str(k), float(v)) for k, v in (top or {}).items()),
+            top=tuple(
+                sorted(((str(k), float(v)) for k, v in (top or {}).items()), key=lambda t: -t[1])[
+                    :top_k
+                ]
+            ),
         )
         for tok, val, top in zip(tokens, values, tops, strict=False)
     )
 
 
-def _parse_whole(raw: bytes, chat: bool, model: str) -> Chunk:
+def _parse_whole(raw: bytes, chat: bool, model: str, top_k: int = 0) -> Chunk:
     data = _loads(raw, model)
     if not isinstance(data, dict):
         raise MalformedResponse("a response body that is not an object", model=model)
@@ -580,7 +587,7 @@ def _parse_whole(raw: bytes, chat: bool, model: str) -> Chunk:
             logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
         else:
             text = choice.get("text") or ""
-            logprobs = _completion_logprobs(lp) if lp and lp.get("tokens") else None
+            logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
     except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"malformed response body: {exc!r}", model=model) from exc
     tokens = usage.completion_tokens if usage else (len(logprobs) if logprobs else int(bool(text)))

@@ -20,7 +20,13 @@ from typing import Any
 
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.stats import EndpointStats, StreamClock
-from critpath.errors import BadRequest, ConfigError, ModelError, ServerError
+from critpath.errors import (
+    BadRequest,
+    ConfigError,
+    ContextLengthExceeded,
+    ModelError,
+    ServerError,
+)
 from critpath.orchestrator.context import current_step
 
 __all__ = ["VLLMEngine"]
@@ -77,8 +83,10 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         if self._owns:
-            self.engine.shutdown()
+            engine, self.engine = self.engine, None
             self._owns = False
+            engine.shutdown()
+            del engine  # vLLM's __del__ shuts down again: let it run now, not at exit
 
     def __repr__(self) -> str:
         return f"VLLMEngine({self._name!r})"
@@ -169,16 +177,23 @@ class VLLMEngine:
         except ModelError as exc:
             stats.record_error(exc)
             raise
-        except ValueError as exc:  # vLLM rejects a request (too long, bad priority...)
-            err = BadRequest(str(exc), model=self.name)
+        except Exception as exc:
+            err = _map_error(exc, self.name)
             stats.record_error(err)
             raise err from exc
-        except (RuntimeError, OSError) as exc:
-            err2 = ServerError(f"engine error: {exc}", model=self.name)
-            stats.record_error(err2)
-            raise err2 from exc
         finally:
             stats.in_flight -= 1
+
+
+def _map_error(exc: Exception, model: str) -> ModelError:
+    """vLLM's exceptions by kind (matched by class name: they move between releases)."""
+    kinds = {c.__name__ for c in type(exc).__mro__}
+    message = str(exc)
+    if kinds & {"VLLMClientError", "VLLMValidationError", "ValueError", "TypeError"}:
+        if "context length" in message.lower():
+            return ContextLengthExceeded(message, model=model)
+        return BadRequest(message, model=model)
+    return ServerError(f"engine error: {type(exc).__name__}: {message}", model=model)
 
 
 def _logprobs(entries: Any, token_ids: Any, k: int) -> tuple[TokenLogprob, ...] | None:
