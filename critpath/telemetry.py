@@ -15,7 +15,7 @@ work, efficiency and the critical path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from critpath.orchestrator.report import RunReport, StepRecord
     from critpath.orchestrator.runtime import Run
 
-__all__ = ["enable_tracing", "tracer", "tracing_enabled"]
+__all__ = ["enable_tracing", "end_model_span", "start_model_span", "tracer", "tracing_enabled"]
 
 _tracer = trace.get_tracer("critpath")
 
@@ -139,3 +139,33 @@ def end_run_span(run: Run, report: RunReport) -> None:
     if report.status not in ("ok", "partial"):
         rs.set_status(trace.Status(trace.StatusCode.ERROR, report.status))
     rs.end(end_time=_ns(run, report.makespan))
+
+
+def start_model_span(model: str, attributes: dict[str, Any]) -> trace.Span | None:
+    """A span for one model call, under the current span (e.g. the step's), or ``None``
+    when tracing is off. Never pass credentials in ``attributes``."""
+    if not tracing_enabled():
+        return None
+    return _tracer.start_span(f"critpath.model {model}", attributes=attributes)
+
+
+def end_model_span(
+    span: trace.Span | None,
+    *,
+    ttft: float | None = None,
+    e2e: float | None = None,
+    tokens: int | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if span is None:
+        return
+    if ttft is not None:
+        span.set_attribute("critpath.ttft_ms", ttft * 1000)
+    if e2e is not None:
+        span.set_attribute("critpath.e2e_ms", e2e * 1000)
+    if tokens is not None:
+        span.set_attribute("critpath.completion_tokens", tokens)
+    if error is not None:
+        span.set_attribute("critpath.error", type(error).__name__)
+        span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200]))
+    span.end()

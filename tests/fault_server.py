@@ -109,22 +109,23 @@ class _Connection:
         self.task: asyncio.Task[None] | None = None
 
     async def pump(self) -> None:
+        """Read until the client closes (FIN or reset), then stop serving it."""
         try:
-            while True:
-                data = await self.reader.read(65536)
-                if not data:
-                    break
+            while data := await self.reader.read(65536):
                 self.buf += data
                 self.arrived.set()
         except (ConnectionError, OSError):
             pass
-        finally:
+        except asyncio.CancelledError:  # the server is done with this connection
             self.eof.set()
             self.arrived.set()
-            self.mark_closed("client")
-            task = self.task
-            if task is not None and not task.done():
-                task.cancel()  # stop serving a client that has gone
+            raise
+        self.eof.set()
+        self.arrived.set()
+        self.mark_closed("client")  # a no-op if the server closed it first
+        task = self.task
+        if task is not None and not task.done():
+            task.cancel()  # stop serving a client that has gone
 
     def mark_closed(self, by: str) -> None:
         if self.closed_by is not None:

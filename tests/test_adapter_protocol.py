@@ -118,7 +118,7 @@ def test_make_request_accepts_valid_requests() -> None:
 def test_requests_are_frozen() -> None:
     req = make_request(prompt="hi")
     with pytest.raises(ValueError, match="frozen"):
-        req.max_tokens = 3  # type: ignore[misc]
+        req.max_tokens = 3
 
 
 # ---- SSE decoding ---------------------------------------------------------------------

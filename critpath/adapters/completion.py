@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from dataclasses import dataclass
 
 from critpath.adapters.protocol import Model, ModelRequest, TokenLogprob, Usage
@@ -37,8 +38,7 @@ async def complete(model: Model, request: ModelRequest) -> Completion:
     logprobs: list[TokenLogprob] | None = [] if request.logprobs else None
     finish: str | None = None
     usage: Usage | None = None
-    stream = model.stream(request)
-    try:
+    async with aclosing(model.stream(request)) as stream:
         async for chunk in stream:
             if chunk.tokens or chunk.text:
                 clock.token(chunk.tokens or 1)
@@ -51,10 +51,6 @@ async def complete(model: Model, request: ModelRequest) -> Completion:
                 finish = chunk.finish_reason
             if chunk.usage is not None:
                 usage = chunk.usage
-    finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
     timings = clock.finish(usage.completion_tokens if usage is not None else None)
     return Completion(
         model=model.name,

@@ -27,12 +27,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
+from critpath import telemetry
 from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.sse import SSEDecoder
@@ -63,6 +65,8 @@ __all__ = ["OpenAICompatible", "Timeouts"]
 
 _DONE = b"[DONE]"
 _AUX_TIMEOUT = 5.0  # seconds for /metrics and /models
+_DRAIN_S = 1.0  # at most this long to read the end of a body after [DONE]
+_SCOPE_MARGIN_S = 0.002  # give up this much before a deadline scope, to say TotalTimeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +164,10 @@ class OpenAICompatible:
 
     # ---- the protocol ---------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         return self._stream(request)
 
-    async def _stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         total_at = self._total_deadline(loop, request)
         body = self._body(request)
@@ -172,7 +176,7 @@ class OpenAICompatible:
         if request.request_id is not None:
             headers = {**headers, "X-Request-Id": request.request_id}
 
-        async def open_stream() -> tuple[list[Chunk], AsyncIterator[Chunk]]:
+        async def open_stream() -> tuple[list[Chunk], AsyncGenerator[Chunk, None]]:
             gen = self._attempt(path, body, headers, request, total_at)
             return await _until_first_token(gen)
 
@@ -186,13 +190,16 @@ class OpenAICompatible:
             async for chunk in rest:
                 yield chunk
         finally:
-            await rest.aclose()  # type: ignore[attr-defined]
+            await rest.aclose()
 
     def _total_deadline(
         self, loop: asyncio.AbstractEventLoop, request: ModelRequest
     ) -> float | None:
         now = loop.time()
-        candidates = [current_deadline()]
+        scope = current_deadline()
+        # Fire just before the scope does, so the caller gets a typed TotalTimeout rather
+        # than the scope's bare TimeoutError when both clocks run out together.
+        candidates = [scope - _SCOPE_MARGIN_S if scope is not None else None]
         if self.timeouts.total is not None:
             candidates.append(now + self.timeouts.total)
         if request.timeout is not None:
@@ -243,7 +250,7 @@ class OpenAICompatible:
         headers: Mapping[str, str],
         request: ModelRequest,
         total_at: float | None,
-    ) -> AsyncIterator[Chunk]:
+    ) -> AsyncGenerator[Chunk, None]:
         """One HTTP request, streamed into chunks; records stats; maps every error."""
         loop = asyncio.get_running_loop()
         clock = StreamClock()
@@ -253,8 +260,17 @@ class OpenAICompatible:
         first_at = _earliest(
             total_at, loop.time() + self.timeouts.first_token if self.timeouts.first_token else None
         )
-        phase = "first"
         usage: Usage | None = None
+        span = telemetry.start_model_span(
+            self.name,
+            {
+                "critpath.endpoint": self.base_url + path,
+                "critpath.model": self.model,
+                "critpath.priority": int(body.get("priority", 0)),
+                "critpath.max_tokens": request.max_tokens,
+            },
+        )
+        error: BaseException | None = None
         try:
             req = self._client.build_request(
                 "POST", self.base_url + path, json=body, headers=headers
@@ -266,84 +282,114 @@ class OpenAICompatible:
                 raise self._timeout("first", total_at, loop) from None
             try:
                 if resp.status_code != 200:
-                    async with asyncio.timeout_at(first_at):
-                        await resp.aread()
+                    await self._read_body(resp, first_at, "first", total_at)
                     raise _status_error(resp, self.name)
                 clock.accepted()
                 yield Chunk()  # the server accepted the request
                 if not self.streaming:
-                    async with asyncio.timeout_at(first_at):
-                        raw = await resp.aread()
+                    raw = await self._read_body(resp, first_at, "first", total_at)
                     whole = _parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
                     if whole.tokens or whole.text:
                         clock.token(whole.tokens or 1)
                     usage = whole.usage
                     yield whole
                 else:
-                    decoder = SSEDecoder(self.name)
-                    reads = resp.aiter_bytes()
-                    done = False
-                    finished = False
-                    idle = self.timeouts.idle
-                    top_k = request.top_logprobs or 0
-                    parse = _parse_chat_chunk if request.is_chat else _parse_completion_chunk
-                    when = first_at
-                    while not done:
-                        try:
-                            async with asyncio.timeout_at(when):
-                                data = await anext(reads, None)
-                        except TimeoutError:
-                            raise self._timeout(phase, total_at, loop) from None
-                        events = decoder.close() if data is None else decoder.feed(data)
-                        for payload in events:
-                            if payload == _DONE:
-                                done = True
-                                break
-                            chunk = parse(_loads(payload, self.name), self.name, top_k)
-                            if chunk is None:
-                                continue
-                            if chunk.tokens or chunk.text:
-                                clock.token(chunk.tokens or 1)
-                                if phase == "first":
-                                    phase = "idle"
-                            if chunk.finish_reason is not None:
-                                finished = True
+                    async with aclosing(
+                        self._read_sse(resp, request, clock, first_at, total_at)
+                    ) as events:
+                        async for chunk in events:
                             if chunk.usage is not None:
                                 usage = chunk.usage
                             yield chunk
-                        if data is None and not done:
-                            if finished:
-                                break  # complete answer, the server just omitted [DONE]
-                            raise IncompleteStream(
-                                "the stream ended without [DONE] or a finish reason",
-                                model=self.name,
-                            )
-                        if phase == "idle":
-                            when = _earliest(total_at, loop.time() + idle if idle else None)
             finally:
                 await resp.aclose()
-            stats.record(clock.finish(usage.completion_tokens if usage is not None else None))
-        except httpx.ConnectTimeout as exc:
-            err: ModelError = ConnectTimeout(f"connect timed out: {exc}", model=self.name)
-            stats.record_error(err)
-            raise err from exc
-        except httpx.ConnectError as exc:
-            err = ModelConnectionError(f"cannot connect to {self.base_url}: {exc}", model=self.name)
-            stats.record_error(err)
-            raise err from exc
-        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError) as exc:
-            err = ModelConnectionError(f"connection lost: {exc!r}", model=self.name)
-            stats.record_error(err)
-            raise err from exc
+            timings = clock.finish(usage.completion_tokens if usage is not None else None)
+            stats.record(timings)
+            telemetry.end_model_span(
+                span, ttft=timings.ttft, e2e=timings.e2e, tokens=timings.tokens
+            )
+            span = None
         except httpx.HTTPError as exc:
-            err = ModelConnectionError(f"HTTP error: {exc!r}", model=self.name)
-            stats.record_error(err)
-            raise err from exc
+            error = self._map_httpx(exc)
+            stats.record_error(error)
+            raise error from exc
         except ModelError as exc:
+            error = exc
             stats.record_error(exc)
             raise
         finally:
             stats.in_flight -= 1
+            if span is not None:  # failed, cancelled or closed early
+                telemetry.end_model_span(span, error=error)
+
+    async def _read_body(
+        self, resp: httpx.Response, until: float | None, phase: str, total_at: float | None
+    ) -> bytes:
+        """The whole body, or the typed timeout of ``phase`` if it does not come in time."""
+        try:
+            async with asyncio.timeout_at(until):
+                return await resp.aread()
+        except TimeoutError:
+            raise self._timeout(phase, total_at, asyncio.get_running_loop()) from None
+
+    async def _read_sse(
+        self,
+        resp: httpx.Response,
+        request: ModelRequest,
+        clock: StreamClock,
+        first_at: float | None,
+        total_at: float | None,
+    ) -> AsyncGenerator[Chunk, None]:
+        """Decode the SSE body into chunks under the first-token, idle and total clocks."""
+        loop = asyncio.get_running_loop()
+        decoder = SSEDecoder(self.name)
+        idle = self.timeouts.idle
+        top_k = request.top_logprobs or 0
+        parse = _parse_chat_chunk if request.is_chat else _parse_completion_chunk
+        phase = "first"
+        when = first_at
+        finished = False
+        # httpx's aiter_bytes is an async generator: close it ourselves, not the loop later.
+        async with aclosing(cast(AsyncGenerator[bytes, None], resp.aiter_bytes())) as reads:
+            while True:
+                try:
+                    async with asyncio.timeout_at(when):
+                        data = await anext(reads, None)
+                except TimeoutError:
+                    raise self._timeout(phase, total_at, loop) from None
+                events = decoder.close() if data is None else decoder.feed(data)
+                for payload in events:
+                    if payload == _DONE:
+                        await _drain(reads, _earliest(total_at, loop.time() + _DRAIN_S))
+                        return
+                    chunk = parse(_loads(payload, self.name), self.name, top_k)
+                    if chunk is None:
+                        continue
+                    if chunk.tokens or chunk.text:
+                        clock.token(chunk.tokens or 1)
+                        phase = "idle"
+                    if chunk.finish_reason is not None:
+                        finished = True
+                    yield chunk
+                if data is None:
+                    if finished:
+                        return  # a complete answer; the server just omitted [DONE]
+                    raise IncompleteStream(
+                        "the stream ended without [DONE] or a finish reason", model=self.name
+                    )
+                if phase == "idle":
+                    when = _earliest(total_at, loop.time() + idle if idle else None)
+
+    def _map_httpx(self, exc: httpx.HTTPError) -> ModelError:
+        if isinstance(exc, httpx.ConnectTimeout):
+            return ConnectTimeout(f"connect timed out: {exc!r}", model=self.name)
+        if isinstance(exc, httpx.ConnectError):
+            return ModelConnectionError(
+                f"cannot connect to {self.base_url}: {exc!r}", model=self.name
+            )
+        if isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError | httpx.WriteError):
+            return ModelConnectionError(f"connection lost: {exc!r}", model=self.name)
+        return ModelConnectionError(f"HTTP error: {exc!r}", model=self.name)
 
     def _timeout(
         self, phase: str, total_at: float | None, loop: asyncio.AbstractEventLoop
@@ -392,7 +438,9 @@ class OpenAICompatible:
             raise MalformedResponse(f"unexpected /models body: {exc!r}", model=self.name) from exc
 
 
-async def _until_first_token(gen: AsyncIterator[Chunk]) -> tuple[list[Chunk], AsyncIterator[Chunk]]:
+async def _until_first_token(
+    gen: AsyncGenerator[Chunk, None],
+) -> tuple[list[Chunk], AsyncGenerator[Chunk, None]]:
     """Read ``gen`` up to its first token (or its end); errors close it and propagate."""
     first: list[Chunk] = []
     try:
@@ -401,9 +449,20 @@ async def _until_first_token(gen: AsyncIterator[Chunk]) -> tuple[list[Chunk], As
             if chunk.text or chunk.tokens or chunk.finish_reason is not None or chunk.usage:
                 break
     except BaseException:
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
         raise
     return first, gen
+
+
+async def _drain(reads: AsyncIterator[bytes], until: float | None) -> None:
+    """Read what is left after ``[DONE]`` (the chunked body's end), so the connection
+    goes back to the pool instead of being closed; give up quietly at ``until``."""
+    try:
+        async with asyncio.timeout_at(until):
+            async for _ in reads:
+                pass
+    except TimeoutError:
+        pass
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
@@ -475,7 +534,10 @@ def _stream_error(data: dict[str, Any], model: str) -> ModelError:
     message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
     code = err.get("code") if isinstance(err, dict) else None
     if isinstance(code, int) and 400 <= code < 500:
-        return BadRequest(f"error event in the stream: {message}", model=model, status=code)
+        text = f"error event in the stream: {message}"
+        if "context length" in str(message).lower():
+            return ContextLengthExceeded(text, model=model, status=code)
+        return BadRequest(text, model=model, status=code)
     return ServerError(f"error event in the stream: {message}", model=model)
 
 

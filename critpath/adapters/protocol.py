@@ -12,7 +12,7 @@ abort the generation and free its KV cache.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -152,4 +152,4 @@ class Model(Protocol):
     @property
     def name(self) -> str: ...
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]: ...
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]: ...

@@ -41,10 +41,10 @@ class SSEDecoder:
                 continue
             if line[0] == 58:  # ":" a comment (keep-alive)
                 continue
-            name, colon, value = line.partition(b":")
+            name, _, value = line.partition(b":")
             if value[:1] == b" ":
                 value = value[1:]
-            if name == b"data" and colon:
+            if name == b"data":  # "data" alone is the field with an empty value
                 self._data = value if self._data is None else self._data + b"\n" + value
             elif name in _FIELDS:
                 continue

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
+from critpath import telemetry
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.stats import EndpointStats, StreamClock
 from critpath.errors import (
@@ -127,10 +128,10 @@ class VLLMEngine:
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"invalid sampling parameters: {exc}", model=self.name) from exc
 
-    def stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         return self._stream(request)
 
-    async def _stream(self, request: ModelRequest) -> AsyncIterator[Chunk]:
+    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         prompt = self._prompt(request)
         params = self._sampling(request)
         priority = request.priority
@@ -144,6 +145,12 @@ class VLLMEngine:
         stats.in_flight += 1
         produced = 0
         prompt_tokens = 0
+        span = telemetry.start_model_span(
+            self.name,
+            {"critpath.engine": "vllm", "critpath.priority": priority,
+             "critpath.max_tokens": request.max_tokens},
+        )  # fmt: skip
+        error: BaseException | None = None
         try:
             gen = self.engine.generate({"prompt": prompt}, params, request_id, priority=priority)
             try:
@@ -173,16 +180,22 @@ class VLLMEngine:
                     )
             finally:
                 await gen.aclose()  # aborts the request in the engine if it is still running
-            stats.record(clock.finish(produced))
+            timings = clock.finish(produced)
+            stats.record(timings)
+            telemetry.end_model_span(span, ttft=timings.ttft, e2e=timings.e2e, tokens=produced)
+            span = None
         except ModelError as exc:
+            error = exc
             stats.record_error(exc)
             raise
         except Exception as exc:
-            err = _map_error(exc, self.name)
-            stats.record_error(err)
-            raise err from exc
+            error = _map_error(exc, self.name)
+            stats.record_error(error)
+            raise error from exc
         finally:
             stats.in_flight -= 1
+            if span is not None:
+                telemetry.end_model_span(span, error=error)
 
 
 def _map_error(exc: Exception, model: str) -> ModelError:

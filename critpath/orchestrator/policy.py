@@ -74,6 +74,23 @@ class _StopAtDeadline(tenacity.stop.stop_base):
         return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
 
 
+class _WaitRetryAfter(tenacity.wait.wait_base):
+    """The back-off, or longer when the error says when to come back (``retry_after``,
+    e.g. HTTP 429's ``Retry-After``)."""
+
+    def __init__(self, base: tenacity.wait.wait_base) -> None:
+        self.base = base
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = self.base(retry_state)
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        after = getattr(exc, "retry_after", None)
+        if isinstance(after, int | float) and after > wait:
+            return float(after)
+        return wait
+
+
 async def call_with_retry(
     policy: RetryPolicy,
     fn: Callable[[], Awaitable[T]],
@@ -90,8 +107,10 @@ async def call_with_retry(
         stop=tenacity.stop_any(
             tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline(deadline_at)
         ),
-        wait=tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
-        + tenacity.wait_random(0, policy.jitter),
+        wait=_WaitRetryAfter(
+            tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)
+            + tenacity.wait_random(0, policy.jitter)
+        ),
         retry=tenacity.retry_if_exception(policy._should_retry),
         reraise=True,
     )
