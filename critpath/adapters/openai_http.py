@@ -551,7 +551,8 @@ def _usage(data: dict[str, Any], model: str) -> Usage | None:
         raise MalformedResponse(f"malformed usage: {u!r}", model=model) from exc
 
 
-def _parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
+def _envelope(data: Any, model: str) -> tuple[dict[str, Any] | None, Usage | None]:
+    """Check a stream event's envelope; return its first choice (if any) and usage."""
     if not isinstance(data, dict):
         raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
     if "error" in data:
@@ -560,21 +561,31 @@ def _parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
     choices = data.get("choices")
     if not isinstance(choices, list):
         raise MalformedResponse("a stream event without 'choices'", model=model)
-    if not choices:
+    if choices and not isinstance(choices[0], dict):
+        raise MalformedResponse("a choice that is not an object", model=model)
+    return (choices[0] if choices else None), usage
+
+
+def _chunk(
+    text: str, logprobs: tuple[TokenLogprob, ...] | None, finish: str | None, usage: Usage | None
+) -> Chunk | None:
+    tokens = len(logprobs) if logprobs else (1 if text else 0)
+    if not text and not tokens and finish is None and usage is None:
+        return None  # e.g. the role-only first chunk of a chat stream
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+
+
+def _parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
+    choice, usage = _envelope(data, model)
+    if choice is None:
         return Chunk(usage=usage) if usage is not None else None
     try:
-        choice = choices[0]
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-        finish = choice.get("finish_reason")
+        text = (choice.get("delta") or {}).get("content") or ""
         lp = choice.get("logprobs")
         logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"malformed chat chunk: {exc!r}", model=model) from exc
-    tokens = len(logprobs) if logprobs else (1 if text else 0)
-    if not text and not tokens and finish is None and usage is None:
-        return None  # the role-only first chunk
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+    return _chunk(text, logprobs, choice.get("finish_reason"), usage)
 
 
 def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
@@ -589,28 +600,16 @@ def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
 
 
 def _parse_completion_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
-    if not isinstance(data, dict):
-        raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
-    if "error" in data:
-        raise _stream_error(data, model)
-    usage = _usage(data, model)
-    choices = data.get("choices")
-    if not isinstance(choices, list):
-        raise MalformedResponse("a stream event without 'choices'", model=model)
-    if not choices:
+    choice, usage = _envelope(data, model)
+    if choice is None:
         return Chunk(usage=usage) if usage is not None else None
     try:
-        choice = choices[0]
         text = choice.get("text") or ""
-        finish = choice.get("finish_reason")
         lp = choice.get("logprobs")
         logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise MalformedResponse(f"malformed completion chunk: {exc!r}", model=model) from exc
-    tokens = len(logprobs) if logprobs else (1 if text else 0)
-    if not text and not tokens and finish is None and usage is None:
-        return None
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+    return _chunk(text, logprobs, choice.get("finish_reason"), usage)
 
 
 def _completion_logprobs(lp: dict[str, Any], top_k: int) -> tuple[TokenLogprob, ...]:

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from critpath.orchestrator.limits import Limiter
     from critpath.orchestrator.runtime import Run, RunResult
 
-__all__ = ["Graph", "Param", "StepKind", "StepOptions", "StepSpec"]
+__all__ = ["Graph", "Param", "RunOptions", "StepKind", "StepOptions", "StepSpec"]
 
 StepKind = Literal["step", "map", "route"]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,6 +118,17 @@ class StepOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     fallback: Any
     fallback_fn: Callable[[BaseException], Any] | None
+
+
+class RunOptions(TypedDict, total=False):
+    """Options of a run (see ``Graph.start``)."""
+
+    deadline: float | None
+    max_concurrency: int | None
+    resources: Mapping[str, int] | None
+    limiter: Limiter | None
+    estimates: Estimates | None
+    run_id: str | None
 
 
 def _spec_from_fn(
@@ -336,47 +347,25 @@ class Graph:
     # ---- running --------------------------------------------------------------------
 
     def start(
-        self,
-        inputs: Mapping[str, Any] | None = None,
-        /,
-        *,
-        deadline: float | None = None,
-        max_concurrency: int | None = None,
-        resources: Mapping[str, int] | None = None,
-        limiter: Limiter | None = None,
-        estimates: Estimates | None = None,
-        run_id: str | None = None,
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunOptions]
     ) -> Run:
         """Start a run now and return it (await it, iterate its events, cancel it).
 
-        Must be called from a running event loop. The run is owned by the caller:
-        await it or use it as ``async with`` so it never outlives its owner.
+        Options: ``deadline`` (seconds), ``max_concurrency`` and ``resources`` (limits
+        for this run) or ``limiter`` (a ``Limiter`` shared by runs), ``estimates`` (a
+        store other than the graph's), ``run_id``. Must be called from a running event
+        loop. The run is owned by the caller: await it or use it as ``async with`` so
+        it never outlives its owner.
         """
         from critpath.orchestrator.runtime import Run
 
-        return Run(
-            self, inputs or {}, deadline=deadline, max_concurrency=max_concurrency,
-            resources=resources, limiter=limiter, estimates=estimates, run_id=run_id,
-        )  # fmt: skip
+        return Run(self, inputs or {}, **options)
 
     async def run(
-        self,
-        inputs: Mapping[str, Any] | None = None,
-        /,
-        *,
-        deadline: float | None = None,
-        max_concurrency: int | None = None,
-        resources: Mapping[str, int] | None = None,
-        limiter: Limiter | None = None,
-        estimates: Estimates | None = None,
-        run_id: str | None = None,
+        self, inputs: Mapping[str, Any] | None = None, /, **options: Unpack[RunOptions]
     ) -> RunResult:
         """Run the graph to completion and return its result (see ``start``)."""
-        run = self.start(
-            inputs, deadline=deadline, max_concurrency=max_concurrency, resources=resources,
-            limiter=limiter, estimates=estimates, run_id=run_id,
-        )  # fmt: skip
-        return await run
+        return await self.start(inputs, **options)
 
     def __repr__(self) -> str:
         return f"Graph({self.name!r}, steps={len(self._steps)}, inputs={list(self.inputs)})"

@@ -529,11 +529,7 @@ class Run:
                     value = spec.fn(**kwargs)
             except Exception as exc:
                 if not spec.has_fallback:
-                    rec.end = perf_counter() - self._t0
-                    rec.status = "failed"
-                    rec.error = f"{type(exc).__name__}: {exc}"
-                    self._emit(StepFailed(rec.name, rec.end, exc))
-                    self._resolve(("failed", (rec.name, exc)))
+                    self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
                     return
                 rec.error = f"{type(exc).__name__}: {exc}"
                 fell_back = True
@@ -544,20 +540,13 @@ class Run:
             if self._outcome is None and task is not None and task.cancelling() == 0:
                 # Not cancelled by the run: something inside the step raised it (a library
                 # cancelling a future it awaited). Fail the step rather than hang the run.
-                rec.status = "failed"
-                rec.error = "CancelledError raised inside the step"
-                self._emit(StepFailed(rec.name, rec.end, exc))
-                self._resolve(("failed", (rec.name, exc)))
+                self._step_failed(rec, exc, "CancelledError raised inside the step")
                 return
             rec.status = "cancelled"
             self._emit(StepCancelled(rec.name, rec.end, self._outcome[0] if self._outcome else ""))
             raise
         except Exception as exc:  # a fallback_fn that raised
-            rec.end = perf_counter() - self._t0
-            rec.status = "failed"
-            rec.error = f"{type(exc).__name__}: {exc}"
-            self._emit(StepFailed(rec.name, rec.end, exc))
-            self._resolve(("failed", (rec.name, exc)))
+            self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
             return
         finally:
             if span is not None:
@@ -576,6 +565,13 @@ class Run:
                 self._complete(node, node.results)
         else:
             self._complete(node, value)
+
+    def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
+        rec.end = perf_counter() - self._t0
+        rec.status = "failed"
+        rec.error = error
+        self._emit(StepFailed(rec.name, rec.end, exc))
+        self._resolve(("failed", (rec.name, exc)))
 
     def _complete(self, node: _Node, value: Any) -> None:
         spec = node.spec
