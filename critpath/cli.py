@@ -1,4 +1,4 @@
-"""The ``critpath`` command: ``demo``, ``bench``, ``report``.
+"""The ``critpath`` command: ``demo``, ``bench``, ``report``, ``sim-server``.
 
 ``critpath bench NAME`` runs ``benchmarks/NAME.py`` from the source checkout (or from
 the folder named by ``--dir`` / ``CRITPATH_BENCHMARKS``). A benchmark module defines
@@ -97,6 +97,54 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cmd_sim_server(args: argparse.Namespace) -> int:
+    from critpath.adapters.sim.server import (
+        SimServer,
+        build_fleet,
+        check_host,
+        parse_faults,
+        serve,
+    )
+    from critpath.errors import ConfigError
+
+    parser: argparse.ArgumentParser = args.parser
+    data = args.data or os.environ.get("CRITPATH_DATA") or None
+    try:
+        check_host(args.host, args.allow_remote)
+        fleet = build_fleet(
+            sizes=_csv(args.fleet),
+            data=data,
+            models=_csv(args.models) if args.models else None,
+            replicas=args.replicas,
+            seed=args.seed,
+            time_scale=args.time_scale,
+            faults=parse_faults(args.faults) if args.faults else None,
+            max_num_seqs=args.max_num_seqs,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+    def ready(server: SimServer) -> None:
+        names = ", ".join(fleet.names())
+        print(f"critpath sim-server: {names} at {server.base_url} (Ctrl-C to stop)", flush=True)
+
+    try:
+        asyncio.run(
+            serve(fleet, args.host, args.port, allow_remote=args.allow_remote, on_ready=ready)
+        )
+    except ConfigError as exc:  # e.g. the port is taken
+        print(f"critpath sim-server: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    print("critpath sim-server: stopped", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -124,6 +172,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     rep.add_argument("file")
     rep.add_argument("--html", default=None, help="write the timeline HTML here")
     rep.set_defaults(func=_cmd_report)
+
+    sim = sub.add_parser(
+        "sim-server", help="serve a simulated model fleet over the OpenAI-compatible HTTP API"
+    )
+    sim.add_argument("--port", type=int, required=True, help="TCP port (0: any free port)")
+    sim.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    sim.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    sim.add_argument(
+        "--fleet", default="small,medium,large", help="synthetic model sizes (without --data)"
+    )
+    sim.add_argument("--data", default=None, help="recorded answers (default: $CRITPATH_DATA)")
+    sim.add_argument("--models", default=None, help="recorded models to serve (with --data)")
+    sim.add_argument("--replicas", type=int, default=1, help="replicas of each model")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--time-scale", type=float, default=1.0, help="multiplies every duration")
+    sim.add_argument(
+        "--faults", default=None, help="e.g. straggler=0.05,error=0.01,reset=0.01,stall=0.01"
+    )
+    sim.add_argument("--max-num-seqs", type=int, default=None, help="sequences decoded at once")
+    sim.set_defaults(func=_cmd_sim_server, parser=sim)
 
     if argv and argv[0] == "bench":
         known, rest = bench.parse_known_args(argv[1:])

@@ -25,6 +25,7 @@ from critpath.orchestrator import (
     StepSkipped,
     StepStarted,
 )
+from critpath.orchestrator.context import priority_of
 
 TIMEOUT = 5.0
 
@@ -170,10 +171,11 @@ async def test_priority_reflects_predicted_slack() -> None:
 
     run = g.start()
     await run
-    assert seen["long"].priority == 0  # on the predicted critical path
+    # Same run, same due time (the predicted finish, 2 s after the start): the step
+    # on the critical path has offset 0, short may start 1.0 s later (100 x 10 ms).
+    assert seen["long"].priority == priority_of(run.started_at + 2.0, 0.0)
     assert seen["long"].slack <= 0.05
-    # short could be ~1 s late without delaying the run: priority ~1000 (ms of slack)
-    assert 500 < seen["short"].priority <= 1000
+    assert seen["short"].priority - seen["long"].priority == 100
     assert 0.5 < seen["short"].slack <= 1.0
     assert run.predicted_span == pytest.approx(2.0)
     ev = next(e for e in await collect(run) if isinstance(e, StepStarted) and e.step == "short")

@@ -1,10 +1,11 @@
 """Concurrency limits, global and per resource, handed out least slack first.
 
 A ``Limiter`` can be shared by many runs (e.g. one per model endpoint pool in a
-service): the waiting step with the earliest *latest start time* gets the next free
-slot. The latest start time of a step is its run's due time (deadline, or predicted
-finish) minus the predicted longest path from the step to the end of its run, so
-"earliest latest-start first" is "least slack first", across runs as well as within.
+service). Waiters are ranked by a key the runtime gives: the run's due time (its
+deadline, or its predicted finish), then the step's *latest start time* (the due time
+minus the predicted longest path from the step to the end of its run). So the run due
+first is served first, and within a run the step with least slack — the same order
+as the steps' model-server ``priority``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ __all__ = ["Limiter"]
 
 @dataclass(order=True, slots=True)
 class _Waiter:
-    key: float
+    key: tuple[float, ...]
     seq: int
     resource: str | None = field(compare=False)
     start: Callable[[], None] = field(compare=False)
@@ -77,7 +78,7 @@ class Limiter:
         return done
 
     def acquire_or_wait(
-        self, key: float, resource: str | None, start: Callable[[], None], owner: object
+        self, key: tuple[float, ...], resource: str | None, start: Callable[[], None], owner: object
     ) -> bool:
         """Take a slot and return True, or queue ``start`` (called when one frees) and return False.
 
@@ -90,7 +91,7 @@ class Limiter:
         self._waiting += 1
         return False
 
-    def _better_waiter(self, key: float, resource: str | None) -> bool:
+    def _better_waiter(self, key: tuple[float, ...], resource: str | None) -> bool:
         return any(not w.dead and w.key < key and self._fits(w.resource) for w in self._heap)
 
     def release(self, resource: str | None) -> None:

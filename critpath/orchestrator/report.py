@@ -110,21 +110,29 @@ class RunReport(BaseModel):
         width = max([len(s.name) for s in self.steps] + [4]) + 2
         head = (
             f"  {'step':<{width}}{'status':<10}{'start ms':>10}{'end ms':>10}{'dur ms':>10}"
-            f"{'slack ms':>10}{'queued ms':>10}{'prio':>7}  resource"
+            f"{'slack ms':>10}{'queued ms':>10}{'lst ms':>8}  resource"
         )
         lines.append(head)
 
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v * ms:.1f}"
 
+        def lst(s: StepReport) -> str:  # latest start time predicted at start, from run start
+            if s.start is None or s.predicted_slack is None:
+                return "-"
+            return f"{(s.start + s.predicted_slack) * ms:.0f}"
+
         for s in sorted(self.steps, key=lambda s: (s.start is None, s.start or 0.0, s.name)):
             mark = "* " if s.critical else "  "
             lines.append(
                 f"{mark}{s.name:<{width}}{s.status:<10}{f(s.start):>10}{f(s.end):>10}"
                 f"{f(s.duration):>10}{f(s.slack):>10}{f(s.queued):>10}"
-                f"{'-' if s.priority is None else s.priority:>7}  {s.resource or ''}"
+                f"{lst(s):>8}  {s.resource or ''}"
             )
-        lines.append("(* on the critical path)")
+        lines.append(
+            "(* on the critical path; lst: the latest start time predicted when the step"
+            " started, ms from the run's start: what orders its priority)"
+        )
         return "\n".join(lines)
 
     def __str__(self) -> str:

@@ -31,7 +31,7 @@ from critpath.errors import (
 )
 from critpath.estimates import Estimates
 from critpath.orchestrator.analysis import bottom_levels
-from critpath.orchestrator.context import StepContext, _set_current
+from critpath.orchestrator.context import StepContext, _set_current, priority_of
 from critpath.orchestrator.events import (
     RouteChosen,
     RunEvent,
@@ -451,7 +451,7 @@ class Run:
         rec = StepRecord(name, spec.name, item, spec.kind, status="queued", ready=self.now(),
                          resource=spec.resource)  # fmt: skip
         node.records.append(rec)
-        key = self._due - node.blevel
+        key = self._due - node.blevel  # the latest start time
         limiter = self.limiter
         if limiter is None:
             self._start_unit(node, rec, value, key, False)
@@ -463,7 +463,8 @@ class Run:
                 return
             self._start_unit(node, rec, value, key, True)
 
-        if limiter.acquire_or_wait(key, spec.resource, start, self):
+        # Across runs sharing the limiter: earliest due run first; within a run: least slack.
+        if limiter.acquire_or_wait((self._due, key), spec.resource, start, self):
             self._start_unit(node, rec, value, key, True)
         else:
             self._emit(StepQueued(name, rec.ready or 0.0, key - perf_counter()))
@@ -471,7 +472,9 @@ class Run:
     def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
         now = perf_counter()
         slack = key - now
-        priority = int(slack * 1000) if slack > 0 else 0
+        priority = priority_of(
+            self.started_at + (self._due - self._t0), key - self._t0
+        )
         rec.priority = priority
         rec.predicted_slack = slack
         rec.ctx = ctx = StepContext(

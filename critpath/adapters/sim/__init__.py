@@ -3,6 +3,8 @@
 Latency like real LLM serving (queueing, prefill, continuous batching, stragglers,
 faults), calibrated on measured endpoints (``profiles``); answers from a synthetic task,
 recorded real answers, or any function (``answers``); deterministic under a seed.
+``server`` serves a fleet over the OpenAI-compatible HTTP API (``critpath sim-server``;
+Starlette and uvicorn, the ``serve`` extra, are imported only when it starts).
 """
 
 from critpath.adapters.sim.answers import (
@@ -22,6 +24,7 @@ from critpath.adapters.sim.profiles import (
     calibrate_llmperf,
     profile_for_params,
 )
+from critpath.adapters.sim.server import SimServer, create_app, serve
 
 __all__ = [
     "PROFILES",
@@ -32,10 +35,13 @@ __all__ = [
     "LatencyProfile",
     "Question",
     "RecordedAnswers",
+    "SimServer",
     "SimulatedModel",
     "SlotScheduler",
     "SyntheticTask",
     "calibrate_llmperf",
+    "create_app",
     "parse_choice",
     "profile_for_params",
+    "serve",
 ]

@@ -162,9 +162,9 @@ class SyntheticTask:
     def answer(self, model: str, request: ModelRequest) -> Answer:
         key = question_key(request)
         q = self._by_key.get(key) if key is not None else None
-        rng = stable_rng(self.seed, model, key)
         if q is None:  # not one of our questions: a generic answer
             return Answer(answer_text(None, 20), 20, None, 0.5)
+        rng = stable_rng(self.seed, model, q.id)
         p = self.p_correct(model, q.id)
         tokens = max(8, int(rng.lognormvariate(math.log(self.tokens_mean), 0.4)))
         # Weak models sometimes say they do not know when the question is far above them.

@@ -53,6 +53,19 @@ class Fleet:
         ]  # fmt: skip
         return self.models[name]
 
+    def with_profile(self, **changes: float | int) -> Fleet:
+        """A copy whose every replica has these latency-profile fields changed, e.g.
+        ``error_p=0.01`` or ``max_num_seqs=8``. The copy's replicas are new (idle, zero
+        counters) and keep their names, seeds, time scales and answers."""
+        fleet = Fleet(self.answers)
+        for name, replicas in self.models.items():
+            fleet.models[name] = [
+                SimulatedModel(name, profile=_changed(r.profile, changes), answers=r.answers,
+                               seed=r.seed, time_scale=r.time_scale, replica=r.replica)
+                for r in replicas
+            ]  # fmt: skip
+        return fleet
+
     @classmethod
     def synthetic(
         cls,
@@ -94,3 +107,10 @@ class Fleet:
             fleet.add(name, profile_for_params(answers.params_b(name)), replicas=replicas,
                       seed=seed, time_scale=time_scale)  # fmt: skip
         return fleet
+
+
+def _changed(profile: LatencyProfile, changes: dict[str, float | int]) -> LatencyProfile:
+    try:
+        return profile.with_(**changes)
+    except TypeError as exc:  # dataclasses.replace names the unknown field
+        raise ConfigError(f"unknown latency-profile field: {exc}") from exc

@@ -1,0 +1,291 @@
+"""``Pool``: one model over several replicas, each request sent to the least loaded.
+
+A pool is a ``Model`` wrapping ``Model``s (replicas of one model: several vLLM servers,
+simulated replicas...). It counts the requests outstanding on each replica — one more
+when a stream starts, one less when it ends, fails, is closed or is cancelled — and
+picks by ``strategy``:
+
+- ``"least_outstanding"``: the replica with the fewest outstanding requests; ties go
+  to the lowest learned TTFT (p50 of the replica's ``stats``) when every tied replica
+  has one, else round robin;
+- ``"p2c"`` (power of two choices): two replicas drawn at random (seeded), the less
+  loaded of the two.
+
+Live load: replicas that report it (an async ``load()`` returning ``ServerLoad``, as
+``OpenAICompatible`` reads vLLM's ``/metrics`` and ``SimulatedModel`` its scheduler)
+are polled by ``await pool.refresh_load()``, or periodically inside ``async with
+pool.watch(interval):``. Until the next refresh a replica's load is then what its
+server reported (running + waiting, other clients' requests included) plus the
+requests this pool has sent it since; a replica that reports nothing (or whose probe
+failed) is judged by the pool's own count.
+
+``pool.acquire()`` is the picking step on its own, for wrappers that place copies of
+a request themselves (``Hedge``): it returns a ``Lease`` that counts until released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from critpath.adapters._tasks import cancel_and_wait
+from critpath.adapters.prometheus import ServerLoad
+from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.stats import EndpointStats
+from critpath.errors import ConfigError, ModelError
+
+__all__ = [
+    "Lease",
+    "LoadReporter",
+    "Pool",
+    "PoolStatistics",
+    "ReplicaStatistics",
+    "Strategy",
+]
+
+Strategy = Literal["least_outstanding", "p2c"]
+_STRATEGIES = ("least_outstanding", "p2c")
+
+
+@runtime_checkable
+class LoadReporter(Protocol):
+    """A replica that can say how loaded its server is (``None``: it cannot tell)."""
+
+    async def load(self) -> ServerLoad | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatistics:
+    """One replica as the pool sees it; ``server_outstanding`` is ``None`` without a
+    server-reported load (then ``load`` is the pool's own count)."""
+
+    name: str
+    outstanding: int
+    picks: int
+    server_outstanding: float | None
+    load: float
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatistics:
+    name: str
+    strategy: Strategy
+    load_refreshes: int
+    load_errors: int
+    replicas: tuple[ReplicaStatistics, ...]
+
+    @property
+    def outstanding(self) -> int:
+        return sum(r.outstanding for r in self.replicas)
+
+    @property
+    def picks(self) -> int:
+        return sum(r.picks for r in self.replicas)
+
+
+class Lease:
+    """One request placed on one replica; counted as outstanding until ``release()``.
+
+    Use it as a context manager, or call ``release()`` (idempotent) yourself.
+    """
+
+    __slots__ = ("_pool", "_released", "index", "model")
+
+    def __init__(self, pool: Pool, index: int) -> None:
+        self._pool = pool
+        self._released = False
+        self.index = index
+        self.model = pool.replicas[index]
+
+    @property
+    def released(self) -> bool:
+        return self._released
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._pool._outstanding[self.index] -= 1
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"Lease({self.model.name!r}, index={self.index}, released={self._released})"
+
+
+class Pool:
+    """A ``Model`` over ``replicas`` of one model; see the module docstring."""
+
+    def __init__(
+        self,
+        replicas: Sequence[Model],
+        *,
+        strategy: Strategy = "least_outstanding",
+        seed: int = 0,
+        name: str | None = None,
+    ) -> None:
+        if not replicas:
+            raise ConfigError("a Pool needs at least one replica")
+        if strategy not in _STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r}; use one of {_STRATEGIES}")
+        self.replicas: tuple[Model, ...] = tuple(replicas)
+        self.strategy: Strategy = strategy
+        self._name = name or self.replicas[0].name
+        self._rng = random.Random(seed)
+        n = len(self.replicas)
+        self._outstanding = [0] * n
+        self._picks = [0] * n
+        self._server: list[float | None] = [None] * n  # outstanding at the last refresh
+        self._sent_at_refresh = [0] * n  # self._picks when that refresh began
+        self._cursor = 0  # round robin among ties
+        self._refreshes = 0
+        self._load_errors = 0
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __len__(self) -> int:
+        return len(self.replicas)
+
+    def __repr__(self) -> str:
+        return f"Pool({self._name!r}, replicas={len(self.replicas)}, strategy={self.strategy!r})"
+
+    # ---- picking ----------------------------------------------------------------------
+
+    def replica_load(self, index: int) -> float:
+        """The load used to pick: server-reported plus sent since, else our own count."""
+        server = self._server[index]
+        if server is None:
+            return float(self._outstanding[index])
+        return server + (self._picks[index] - self._sent_at_refresh[index])
+
+    def acquire(self, *, exclude: Collection[int] = ()) -> Lease:
+        """Pick a replica (avoiding the indices in ``exclude`` while another is left) and
+        count one request on it until the lease is released."""
+        index = self._pick(exclude)
+        self._outstanding[index] += 1
+        self._picks[index] += 1
+        return Lease(self, index)
+
+    def _pick(self, exclude: Collection[int]) -> int:
+        n = len(self.replicas)
+        allowed = [i for i in range(n) if i not in exclude] or list(range(n))
+        if len(allowed) == 1:
+            return allowed[0]
+        if self.strategy == "p2c":
+            a, b = self._rng.sample(allowed, 2)
+            return b if self.replica_load(b) < self.replica_load(a) else a
+        least = min(self.replica_load(i) for i in allowed)
+        tied = [i for i in allowed if self.replica_load(i) == least]
+        if len(tied) > 1:
+            ttfts = [_learned_ttft(self.replicas[i]) for i in tied]
+            if all(not math.isnan(t) for t in ttfts):
+                best = min(ttfts)
+                tied = [i for i, t in zip(tied, ttfts, strict=True) if t == best]
+        index = min(tied, key=lambda i: (i - self._cursor) % n)  # round robin among ties
+        self._cursor = (index + 1) % n
+        return index
+
+    # ---- the protocol -----------------------------------------------------------------
+
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        return self._stream(request)
+
+    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        with self.acquire() as lease:
+            async with aclosing(lease.model.stream(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+
+    # ---- live load --------------------------------------------------------------------
+
+    async def refresh_load(self) -> list[ServerLoad | None]:
+        """Ask every replica that reports load for it, concurrently; use the answers.
+
+        A replica whose probe fails with a ``ModelError`` (counted in ``load_errors``)
+        or that reports nothing is judged by the pool's own count until a later
+        refresh succeeds.
+        """
+        probes = [(i, r) for i, r in enumerate(self.replicas) if isinstance(r, LoadReporter)]
+        started = {i: self._picks[i] for i, _ in probes}
+        results: list[ServerLoad | None] = [None] * len(self.replicas)
+        if probes:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [(i, tg.create_task(self._probe(r))) for i, r in probes]
+            for i, task in tasks:
+                results[i] = task.result()
+        for i in range(len(self.replicas)):
+            load = results[i]
+            self._server[i] = load.outstanding if load is not None else None
+            if i in started:
+                self._sent_at_refresh[i] = started[i]
+        self._refreshes += 1
+        return results
+
+    async def _probe(self, replica: LoadReporter) -> ServerLoad | None:
+        try:
+            return await replica.load()
+        except ModelError:
+            self._load_errors += 1
+            return None
+
+    @asynccontextmanager
+    async def watch(self, interval: float = 1.0) -> AsyncIterator[Pool]:
+        """Refresh the load every ``interval`` seconds while the block runs.
+
+        The polling task belongs to the block: it is cancelled and awaited on exit.
+        """
+        if not interval > 0:
+            raise ConfigError("watch interval must be > 0 seconds")
+
+        async def poll() -> None:
+            while True:
+                await self.refresh_load()
+                await asyncio.sleep(interval)
+
+        task = asyncio.create_task(poll(), name=f"critpath-pool-watch:{self._name}")
+        try:
+            yield self
+        finally:
+            error = task.exception() if task.done() and not task.cancelled() else None
+            await cancel_and_wait([task])
+            if error is not None:
+                raise error  # a bug in a load probe: exceptions always propagate
+
+    # ---- reporting --------------------------------------------------------------------
+
+    def statistics(self) -> PoolStatistics:
+        """Per replica: requests outstanding now, picks so far, the load used to pick."""
+        return PoolStatistics(
+            name=self._name,
+            strategy=self.strategy,
+            load_refreshes=self._refreshes,
+            load_errors=self._load_errors,
+            replicas=tuple(
+                ReplicaStatistics(
+                    name=r.name,
+                    outstanding=self._outstanding[i],
+                    picks=self._picks[i],
+                    server_outstanding=self._server[i],
+                    load=self.replica_load(i),
+                )
+                for i, r in enumerate(self.replicas)
+            ),
+        )
+
+
+def _learned_ttft(model: Model) -> float:
+    """The replica's learned median TTFT (``nan`` when it has none)."""
+    stats = getattr(model, "stats", None)
+    if isinstance(stats, EndpointStats) and stats.ttft.count:
+        return stats.ttft.p50
+    return math.nan
