@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 import pytest
 
@@ -10,25 +11,10 @@ import critpath
 import critpath.errors
 import critpath.orchestrator
 
-MODULES = [
-    "critpath",
-    "critpath.orchestrator",
-    "critpath.errors",
-    "critpath.estimates",
-    "critpath.deadlines",
-    "critpath.telemetry",
-    "critpath.adapters",
-    "critpath.cascades",
-    "critpath.orchestrator.analysis",
-    "critpath.orchestrator.context",
-    "critpath.orchestrator.events",
-    "critpath.orchestrator.graph",
-    "critpath.orchestrator.limits",
-    "critpath.orchestrator.policy",
-    "critpath.orchestrator.report",
-    "critpath.orchestrator.runtime",
-    "critpath.orchestrator.timeline",
-]
+# Every module of the package, found by walking it: a new module cannot be forgotten.
+MODULES = ["critpath"] + sorted(
+    m.name for m in pkgutil.walk_packages(critpath.__path__, "critpath.") if "._" not in m.name
+)
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -5,12 +5,15 @@
 - ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI.
 - ``vllm_engine``: ``VLLMEngine``, the in-process vLLM engine (optional extra).
 - ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
-
-Simulated models and the wrappers (pool, hedge, cache) come in later modules.
+- ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``.
+- Wrappers, themselves ``Model``s: ``Pool`` (balance replicas), ``Hedge`` (hedged
+  requests with a budget).
 """
 
 from critpath.adapters.completion import Completion, complete
+from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
 from critpath.adapters.openai_http import OpenAICompatible, Timeouts
+from critpath.adapters.pool import Lease, Pool, PoolStatistics, ReplicaStatistics
 from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
 from critpath.adapters.protocol import (
     Chunk,
@@ -21,6 +24,7 @@ from critpath.adapters.protocol import (
     Usage,
     make_request,
 )
+from critpath.adapters.sim import Fleet, SimulatedModel
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock, Timings
 
@@ -28,12 +32,21 @@ __all__ = [
     "Chunk",
     "Completion",
     "EndpointStats",
+    "Fleet",
+    "Hedge",
+    "HedgeBudget",
+    "HedgeStatistics",
+    "Lease",
     "Message",
     "Model",
     "ModelRequest",
     "OpenAICompatible",
+    "Pool",
+    "PoolStatistics",
+    "ReplicaStatistics",
     "SSEDecoder",
     "ServerLoad",
+    "SimulatedModel",
     "StreamClock",
     "Timeouts",
     "Timings",

@@ -174,7 +174,10 @@ class Hedge:
     outstanding). ``delay``: fixed seconds before hedging; ``None`` learns it: the
     primary replica's TTFT ``quantile`` from its ``stats`` once it has ``min_samples``,
     ``initial_delay`` before, never below ``min_delay``. ``budget``: hedges per
-    request at most (token bucket of ``burst``).
+    request at most (token bucket of ``burst``). The default budget, 10%, matches the
+    default delay: hedging at the p95 TTFT asks for a hedge on ~5% of requests plus the
+    stragglers; a budget below that refuses the hedges that matter (see
+    ``benchmarks/hedge.py``).
     """
 
     def __init__(
@@ -183,7 +186,7 @@ class Hedge:
         *,
         delay: float | None = None,
         quantile: float = 0.95,
-        budget: float = 0.05,
+        budget: float = 0.10,
         burst: float = 5.0,
         min_delay: float = 0.005,
         initial_delay: float = 1.0,

@@ -253,7 +253,7 @@ class OpenAICompatible:
     ) -> AsyncGenerator[Chunk, None]:
         """One HTTP request, streamed into chunks; records stats; maps every error."""
         loop = asyncio.get_running_loop()
-        clock = StreamClock()
+        clock = self.stats.clock()
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -317,6 +317,15 @@ class OpenAICompatible:
             error = exc
             stats.record_error(exc)
             raise
+        except asyncio.CancelledError:
+            if not _cancelled_by_expired_scope(loop):
+                raise
+            # The enclosing deadline scope fired before our own clock (both were due
+            # together): report it as what it is. TotalTimeout is a TimeoutError, and the
+            # scope lets a non-CancelledError through, so its contract still holds.
+            error = TotalTimeout("the deadline in force ran out", model=self.name)
+            stats.record_error(error)
+            raise error from None
         finally:
             stats.in_flight -= 1
             if span is not None:  # failed, cancelled or closed early
@@ -452,6 +461,15 @@ async def _until_first_token(
         await gen.aclose()
         raise
     return first, gen
+
+
+def _cancelled_by_expired_scope(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the only pending cancellation is the expired deadline scope's."""
+    scope = current_deadline()
+    task = asyncio.current_task()
+    return (
+        scope is not None and loop.time() >= scope and task is not None and task.cancelling() == 1
+    )
 
 
 async def _drain(reads: AsyncIterator[bytes], until: float | None) -> None:

@@ -8,6 +8,7 @@ deadlines read these estimates (``stats.ttft.p95``...) instead of constants.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 
@@ -40,11 +41,17 @@ class Timings:
 
 
 class StreamClock:
-    """Times one streamed call; cheap enough to tick on every chunk."""
+    """Times one streamed call; cheap enough to tick on every chunk.
 
-    __slots__ = ("_last", "gaps", "queued", "start", "tokens", "ttft")
+    ``on_first_token`` is called with the TTFT the moment the first token arrives, so an
+    endpoint learns its TTFT even from streams that are closed or cancelled later
+    (e.g. a hedge's loser that had started to answer).
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_last", "_on_first", "gaps", "queued", "start", "tokens", "ttft")
+
+    def __init__(self, on_first_token: Callable[[float], None] | None = None) -> None:
+        self._on_first = on_first_token
         self.start = perf_counter()
         self.queued: float | None = None
         self.ttft: float | None = None
@@ -60,6 +67,8 @@ class StreamClock:
         now = perf_counter() - self.start
         if self.ttft is None:
             self.ttft = now
+            if self._on_first is not None:
+                self._on_first(now)
         else:
             self.gaps.append(now - self._last)
         self._last = now
@@ -87,10 +96,13 @@ class EndpointStats:
     in_flight: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
+    def clock(self) -> StreamClock:
+        """A clock for one call that records its TTFT here at the first token."""
+        return StreamClock(self.ttft.observe)
+
     def record(self, timings: Timings) -> None:
-        """Record a completed call."""
-        if timings.ttft is not None:
-            self.ttft.observe(timings.ttft)
+        """Record a completed call's TPOT and end-to-end time (its TTFT was recorded at
+        the first token by the call's ``clock()``)."""
         tpot = timings.tpot
         if tpot is not None:
             self.tpot.observe(max(tpot, 0.0))

@@ -20,7 +20,7 @@ from typing import Any
 
 from critpath import telemetry
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
-from critpath.adapters.stats import EndpointStats, StreamClock
+from critpath.adapters.stats import EndpointStats
 from critpath.errors import (
     BadRequest,
     ConfigError,
@@ -139,7 +139,7 @@ class VLLMEngine:
             step = current_step()
             priority = step.priority if step is not None else 0
         request_id = request.request_id or uuid.uuid4().hex
-        clock = StreamClock()
+        clock = self.stats.clock()
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1

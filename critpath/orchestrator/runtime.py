@@ -472,9 +472,7 @@ class Run:
     def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
         now = perf_counter()
         slack = key - now
-        priority = priority_of(
-            self.started_at + (self._due - self._t0), key - self._t0
-        )
+        priority = priority_of(self.started_at + (self._due - self._t0), key - self._t0)
         rec.priority = priority
         rec.predicted_slack = slack
         rec.ctx = ctx = StepContext(

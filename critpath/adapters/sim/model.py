@@ -28,7 +28,7 @@ from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.sim.answers import Answer, AnswerSource, answer_text, stable_rng
 from critpath.adapters.sim.profiles import PROFILES, LatencyProfile
-from critpath.adapters.stats import EndpointStats, StreamClock
+from critpath.adapters.stats import EndpointStats
 from critpath.errors import ConfigError, ModelConnectionError, ModelError, ServerError
 from critpath.orchestrator.context import current_step
 
@@ -164,7 +164,7 @@ class SimulatedModel:
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
-        clock = StreamClock()
+        clock = self.stats.clock()
         complete = False
         try:
             await self.scheduler.acquire(priority)
