@@ -12,9 +12,12 @@ import critpath.errors
 import critpath.orchestrator
 
 # Every module of the package, found by walking it: a new module cannot be forgotten.
-MODULES = ["critpath"] + sorted(
-    m.name for m in pkgutil.walk_packages(critpath.__path__, "critpath.") if "._" not in m.name
-)
+MODULES = [
+    "critpath",
+    *sorted(
+        m.name for m in pkgutil.walk_packages(critpath.__path__, "critpath.") if "._" not in m.name
+    ),
+]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -419,7 +419,8 @@ class OpenAICompatible:
         return root[: -len("/v1")] if root.endswith("/v1") else root
 
     async def load(self) -> ServerLoad | None:
-        """Running/waiting requests and KV-cache usage from ``/metrics`` (None if absent)."""
+        """This model's running/waiting requests and the KV-cache usage, from the server's
+        ``/metrics`` (None if it exports none)."""
         try:
             resp = await self._client.get(self._root() + "/metrics", timeout=_AUX_TIMEOUT)
         except httpx.HTTPError as exc:
@@ -428,7 +429,7 @@ class OpenAICompatible:
             return None
         if resp.status_code != 200:
             raise _status_error(resp, self.name)
-        return server_load(parse_metrics(resp.text))
+        return server_load(parse_metrics(resp.text, model=self.model))
 
     async def models(self) -> list[str]:
         """The model ids the server serves (``GET /v1/models``)."""

@@ -34,18 +34,26 @@ class ServerLoad:
         return self.running + self.waiting
 
 
-def parse_metrics(text: str) -> dict[str, list[float]]:
-    """Metric name -> the values of its samples (labels dropped). Comments skipped."""
+def parse_metrics(text: str, *, model: str | None = None) -> dict[str, list[float]]:
+    """Metric name -> the values of its samples (labels dropped). Comments skipped.
+
+    With ``model``, samples labelled with another ``model_name`` are left out (a server
+    serving several models reports each one's load); unlabelled samples are kept.
+    """
     out: dict[str, list[float]] = {}
+    mine = None if model is None else f'model_name="{model}"'
+
     for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if "{" in line:
             name, _, rest = line.partition("{")
-            _, brace, tail = rest.rpartition("}")
+            labels, brace, tail = rest.rpartition("}")
             if not brace:
                 raise MalformedResponse(f"malformed metrics line: {line[:120]!r}")
+            if mine is not None and "model_name=" in labels and mine not in labels:
+                continue
         else:
             name, _, tail = line.partition(" ")
         parts = tail.split()

@@ -141,7 +141,9 @@ class SimulatedModel:
         loop = asyncio.get_running_loop()
         p = self.profile
         arrival = next(self._arrivals)
-        rng = stable_rng(self.seed, self._name, self.replica, request.request_id or arrival)
+        # Draws depend on the request and its arrival number at this replica, so a retry
+        # of the same request id is a fresh draw (and still deterministic in sequence).
+        rng = stable_rng(self.seed, self._name, self.replica, request.request_id, arrival)
         answer = self.answer_for(request)
         pieces = _split(answer.text, answer.tokens)
         truncated = len(pieces) > request.max_tokens
@@ -165,7 +167,7 @@ class SimulatedModel:
         stats.requests += 1
         stats.in_flight += 1
         clock = self.stats.clock()
-        complete = False
+        complete = failed = False
         try:
             await self.scheduler.acquire(priority)
             try:
@@ -200,11 +202,12 @@ class SimulatedModel:
                 self.scheduler.release()
             stats.record(clock.finish())
         except ModelError as exc:
+            failed = True
             stats.record_error(exc)
             raise
         finally:
             stats.in_flight -= 1
-            if not complete:
+            if not complete and not failed:
                 self.aborted += 1
 
 
