@@ -213,14 +213,7 @@ class OpenAICompatible:
             body["messages"] = [m.model_dump(exclude_none=True) for m in r.messages]
         else:
             body["prompt"] = r.prompt
-        if r.temperature is not None:
-            body["temperature"] = r.temperature
-        if r.top_p is not None:
-            body["top_p"] = r.top_p
-        if r.seed is not None:
-            body["seed"] = r.seed
-        if r.stop is not None:
-            body["stop"] = list(r.stop)
+        body.update(r.sampling())
         if r.logprobs:
             if r.is_chat:
                 body["logprobs"] = True

@@ -86,6 +86,17 @@ class ModelRequest(BaseModel):
     def is_chat(self) -> bool:
         return self.messages is not None
 
+    def sampling(self) -> dict[str, Any]:
+        """The sampling fields that are set (temperature, top_p, seed, stop), by name."""
+        out: dict[str, Any] = {}
+        for name in ("temperature", "top_p", "seed"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.stop is not None:
+            out["stop"] = list(self.stop)
+        return out
+
 
 def make_request(**fields: Any) -> ModelRequest:
     """Build a ``ModelRequest``; invalid fields raise ``InvalidRequestError`` (not pydantic's).

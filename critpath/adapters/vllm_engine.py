@@ -111,15 +111,8 @@ class VLLMEngine:
         kwargs: dict[str, Any] = {
             "max_tokens": r.max_tokens,
             "output_kind": self._output_kind.DELTA,
+            **r.sampling(),
         }
-        if r.temperature is not None:
-            kwargs["temperature"] = r.temperature
-        if r.top_p is not None:
-            kwargs["top_p"] = r.top_p
-        if r.seed is not None:
-            kwargs["seed"] = r.seed
-        if r.stop is not None:
-            kwargs["stop"] = list(r.stop)
         if r.logprobs:
             kwargs["logprobs"] = r.top_logprobs or 0
         kwargs.update(r.extra_body)
