@@ -112,7 +112,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
     from critpath.errors import ConfigError
 
     parser: argparse.ArgumentParser = args.parser
-    data = args.data or os.environ.get("CRITPATH_DATA") or None
+    data = args.data  # explicit: an environment variable must not switch the fleet
     try:
         check_host(args.host, args.allow_remote)
         fleet = build_fleet(
@@ -182,7 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sim.add_argument(
         "--fleet", default="small,medium,large", help="synthetic model sizes (without --data)"
     )
-    sim.add_argument("--data", default=None, help="recorded answers (default: $CRITPATH_DATA)")
+    sim.add_argument(
+        "--data", default=None, help="recorded answers, e.g. ../shared/data or $CRITPATH_DATA"
+    )
     sim.add_argument("--models", default=None, help="recorded models to serve (with --data)")
     sim.add_argument("--replicas", type=int, default=1, help="replicas of each model")
     sim.add_argument("--seed", type=int, default=0)
