@@ -28,7 +28,7 @@ import math
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
-from critpath.adapters._tasks import cancel_and_wait
+from critpath._tasks import cancel_and_wait
 from critpath.adapters.pool import Lease, Pool
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats

@@ -25,7 +25,6 @@ running critpath step's critical-path priority) and ``request_id``; ``load()`` r
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
@@ -35,26 +34,27 @@ from typing import Any, cast
 import httpx
 
 from critpath import telemetry
+from critpath.adapters.openai_wire import (
+    loads,
+    parse_chat_chunk,
+    parse_completion_chunk,
+    parse_whole,
+    status_error,
+)
 from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
-from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
+from critpath.adapters.protocol import Chunk, ModelRequest, Usage
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock
 from critpath.deadlines import current_deadline
 from critpath.errors import (
-    AuthenticationError,
-    BadRequest,
     ConfigError,
     ConnectTimeout,
-    ContextLengthExceeded,
     FirstTokenTimeout,
     IdleTimeout,
     IncompleteStream,
     MalformedResponse,
     ModelConnectionError,
     ModelError,
-    ModelNotFound,
-    RateLimited,
-    ServerError,
     TotalTimeout,
     is_retryable,
 )
@@ -276,12 +276,12 @@ class OpenAICompatible:
             try:
                 if resp.status_code != 200:
                     await self._read_body(resp, first_at, "first", total_at)
-                    raise _status_error(resp, self.name)
+                    raise status_error(resp, self.name)
                 clock.accepted()
                 yield Chunk()  # the server accepted the request
                 if not self.streaming:
                     raw = await self._read_body(resp, first_at, "first", total_at)
-                    whole = _parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
+                    whole = parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
                     if whole.tokens or whole.text:
                         clock.token(whole.tokens or 1)
                     usage = whole.usage
@@ -347,7 +347,7 @@ class OpenAICompatible:
         decoder = SSEDecoder(self.name)
         idle = self.timeouts.idle
         top_k = request.top_logprobs or 0
-        parse = _parse_chat_chunk if request.is_chat else _parse_completion_chunk
+        parse = parse_chat_chunk if request.is_chat else parse_completion_chunk
         phase = "first"
         when = first_at
         finished = False
@@ -364,7 +364,7 @@ class OpenAICompatible:
                     if payload == _DONE:
                         await _drain(reads, _earliest(total_at, loop.time() + _DRAIN_S))
                         return
-                    chunk = parse(_loads(payload, self.name), self.name, top_k)
+                    chunk = parse(loads(payload, self.name), self.name, top_k)
                     if chunk is None:
                         continue
                     if chunk.tokens or chunk.text:
@@ -421,7 +421,7 @@ class OpenAICompatible:
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise _status_error(resp, self.name)
+            raise status_error(resp, self.name)
         return server_load(parse_metrics(resp.text, model=self.model))
 
     async def models(self) -> list[str]:
@@ -433,8 +433,8 @@ class OpenAICompatible:
         except httpx.HTTPError as exc:
             raise ModelConnectionError(f"cannot list models: {exc!r}", model=self.name) from exc
         if resp.status_code != 200:
-            raise _status_error(resp, self.name)
-        data = _loads(resp.content, self.name)
+            raise status_error(resp, self.name)
+        data = loads(resp.content, self.name)
         try:
             return [str(m["id"]) for m in data["data"]]
         except (KeyError, TypeError) as exc:
@@ -483,185 +483,3 @@ def _earliest(a: float | None, b: float | None) -> float | None:
     if b is None:
         return a
     return min(a, b)
-
-
-def _loads(payload: bytes, model: str) -> Any:
-    try:
-        return json.loads(payload)
-    except ValueError as exc:
-        raise MalformedResponse(
-            f"invalid JSON from the server: {payload[:120]!r}", model=model
-        ) from exc
-
-
-def _error_message(resp: httpx.Response) -> str:
-    try:
-        data = resp.json()
-    except ValueError:
-        text = resp.text.strip()
-        return text[:300] or resp.reason_phrase or f"HTTP {resp.status_code}"
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict):
-            return str(err.get("message") or err.get("detail") or err)[:500]
-        if "detail" in data:
-            return str(data["detail"])[:500]
-        return str(err)[:500]
-    return str(data)[:500]
-
-
-def _status_error(resp: httpx.Response, model: str) -> ModelError:
-    code = resp.status_code
-    msg = f"HTTP {code}: {_error_message(resp)}"
-    if code == 429:
-        return RateLimited(msg, model=model, retry_after=_retry_after(resp))
-    if code in (401, 403):
-        return AuthenticationError(msg, model=model, status=code)
-    if code == 404:
-        return ModelNotFound(msg, model=model, status=code)
-    if code == 408:
-        return ServerError(msg, model=model, status=code)
-    if 400 <= code < 500:
-        low = msg.lower()
-        if "context length" in low or "context_length" in low or "maximum context" in low:
-            return ContextLengthExceeded(msg, model=model, status=code)
-        return BadRequest(msg, model=model, status=code)
-    if code >= 500:
-        return ServerError(msg, model=model, status=code)
-    return MalformedResponse(f"unexpected HTTP status {code}", model=model, status=code)
-
-
-def _retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
-def _stream_error(data: dict[str, Any], model: str) -> ModelError:
-    err = data.get("error")
-    message = err.get("message", str(err)) if isinstance(err, dict) else str(err)
-    code = err.get("code") if isinstance(err, dict) else None
-    if isinstance(code, int) and 400 <= code < 500:
-        text = f"error event in the stream: {message}"
-        if "context length" in str(message).lower():
-            return ContextLengthExceeded(text, model=model, status=code)
-        return BadRequest(text, model=model, status=code)
-    return ServerError(f"error event in the stream: {message}", model=model)
-
-
-def _usage(data: dict[str, Any], model: str) -> Usage | None:
-    u = data.get("usage")
-    if not u:
-        return None
-    try:
-        return Usage(int(u["prompt_tokens"]), int(u["completion_tokens"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"malformed usage: {u!r}", model=model) from exc
-
-
-def _envelope(data: Any, model: str) -> tuple[dict[str, Any] | None, Usage | None]:
-    """Check a stream event's envelope; return its first choice (if any) and usage."""
-    if not isinstance(data, dict):
-        raise MalformedResponse(f"a stream event that is not an object: {data!r:.120}", model=model)
-    if "error" in data:
-        raise _stream_error(data, model)
-    usage = _usage(data, model)
-    choices = data.get("choices")
-    if not isinstance(choices, list):
-        raise MalformedResponse("a stream event without 'choices'", model=model)
-    if choices and not isinstance(choices[0], dict):
-        raise MalformedResponse("a choice that is not an object", model=model)
-    return (choices[0] if choices else None), usage
-
-
-def _chunk(
-    text: str, logprobs: tuple[TokenLogprob, ...] | None, finish: str | None, usage: Usage | None
-) -> Chunk | None:
-    tokens = len(logprobs) if logprobs else (1 if text else 0)
-    if not text and not tokens and finish is None and usage is None:
-        return None  # e.g. the role-only first chunk of a chat stream
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
-
-
-def _parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
-    choice, usage = _envelope(data, model)
-    if choice is None:
-        return Chunk(usage=usage) if usage is not None else None
-    try:
-        text = (choice.get("delta") or {}).get("content") or ""
-        lp = choice.get("logprobs")
-        logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"malformed chat chunk: {exc!r}", model=model) from exc
-    return _chunk(text, logprobs, choice.get("finish_reason"), usage)
-
-
-def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
-    return tuple(
-        TokenLogprob(
-            token=str(c["token"]),
-            logprob=float(c["logprob"]),
-            top=tuple((str(t["token"]), float(t["logprob"])) for t in c.get("top_logprobs") or ()),
-        )
-        for c in content
-    )
-
-
-def _parse_completion_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
-    choice, usage = _envelope(data, model)
-    if choice is None:
-        return Chunk(usage=usage) if usage is not None else None
-    try:
-        text = choice.get("text") or ""
-        lp = choice.get("logprobs")
-        logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"malformed completion chunk: {exc!r}", model=model) from exc
-    return _chunk(text, logprobs, choice.get("finish_reason"), usage)
-
-
-def _completion_logprobs(lp: dict[str, Any], top_k: int) -> tuple[TokenLogprob, ...]:
-    """The legacy completions format; its ``top_logprobs`` dicts may also hold the chosen
-    token (vLLM does this), so keep the ``top_k`` most likely, as the chat format has."""
-    tokens = lp["tokens"]
-    values = lp["token_logprobs"]
-    tops = lp.get("top_logprobs") or [None] * len(tokens)
-    return tuple(
-        TokenLogprob(
-            token=str(tok),
-            logprob=float(val) if val is not None else float("nan"),
-            top=tuple(
-                sorted(((str(k), float(v)) for k, v in (top or {}).items()), key=lambda t: -t[1])[
-                    :top_k
-                ]
-            ),
-        )
-        for tok, val, top in zip(tokens, values, tops, strict=False)
-    )
-
-
-def _parse_whole(raw: bytes, chat: bool, model: str, top_k: int = 0) -> Chunk:
-    data = _loads(raw, model)
-    if not isinstance(data, dict):
-        raise MalformedResponse("a response body that is not an object", model=model)
-    if "error" in data:
-        raise _stream_error(data, model)
-    usage = _usage(data, model)
-    try:
-        choice = data["choices"][0]
-        finish = choice.get("finish_reason")
-        lp = choice.get("logprobs")
-        if chat:
-            text = (choice.get("message") or {}).get("content") or ""
-            logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
-        else:
-            text = choice.get("text") or ""
-            logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
-        raise MalformedResponse(f"malformed response body: {exc!r}", model=model) from exc
-    tokens = usage.completion_tokens if usage else (len(logprobs) if logprobs else int(bool(text)))
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)

@@ -33,7 +33,7 @@ from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from critpath.adapters._tasks import cancel_and_wait
+from critpath._tasks import cancel_and_wait
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats

@@ -19,6 +19,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
+from critpath._tasks import cancel_and_wait
 from critpath.deadlines import _set_deadline, current_deadline
 from critpath.errors import (
     ConfigError,
@@ -262,17 +263,13 @@ class Run:
         """Cancel every task of the run and wait until each has ended."""
         if self.limiter is not None:
             self.limiter.forget(self)
-        cancelled_again = False
-        while self._tasks:
-            pending = list(self._tasks)
-            for t in pending:
-                t.cancel()
-            try:
-                await asyncio.wait(pending)
-            except asyncio.CancelledError:
-                cancelled_again = True
-            self._tasks.difference_update(t for t in pending if t.done())
-        return cancelled_again
+        try:
+            await cancel_and_wait(self._tasks)  # no new task starts once the run resolved
+        except asyncio.CancelledError:
+            return True
+        finally:
+            self._tasks.clear()
+        return False
 
     def _finish(self, cancelled: bool) -> RunResult:
         self.makespan = self.now()

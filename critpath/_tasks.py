@@ -1,6 +1,6 @@
 """Ending tasks we own: cancel them and wait until every one has ended.
 
-The wrappers (pool, hedge) own the tasks they start; none may outlive its owner. Waiting
+Runs and the wrappers (pool, hedge) own the tasks they start; none may outlive its owner. Waiting
 goes on even if the owner is itself cancelled meanwhile, then that cancellation is
 raised: a task is never left running behind a cancelled owner.
 """
