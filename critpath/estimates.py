@@ -53,8 +53,10 @@ class LatencyEstimate:
         self.count += 1
         self.total += seconds
         self.ewma = seconds if self.count == 1 else self.ewma + self._alpha * (seconds - self.ewma)
-        self.min = min(self.min, seconds)
-        self.max = max(self.max, seconds)
+        if seconds < self.min:
+            self.min = seconds
+        if seconds > self.max:
+            self.max = seconds
 
     @property
     def mean(self) -> float:

@@ -340,6 +340,7 @@ class Run:
         if self._due_by_deadline is not None:
             due = min(due, self._due_by_deadline)
         self._due = due
+        self._due_priority = priority_of(self.started_at + (due - self._t0), 0.0)
 
     def _replan(self) -> None:
         """A router excluded branches: re-predict the critical path without them."""
@@ -469,7 +470,8 @@ class Run:
     def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
         now = perf_counter()
         slack = key - now
-        priority = priority_of(self.started_at + (self._due - self._t0), key - self._t0)
+        offset = int((key - self._t0) * 100)  # see priority_of: 10 ms units, 0..999
+        priority = self._due_priority + (0 if offset < 0 else 999 if offset > 999 else offset)
         rec.priority = priority
         rec.predicted_slack = slack
         rec.ctx = ctx = StepContext(
