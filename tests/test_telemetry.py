@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from fault_server import FaultServer, ok
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from critpath import ConfigError, Graph, StepFailedError, telemetry
+from critpath.adapters import OpenAICompatible, complete, make_request
 
 _EXPORTER: InMemorySpanExporter | None = None
 
@@ -131,3 +133,29 @@ async def test_failed_run_marks_spans(exporter: InMemorySpanExporter) -> None:
 def test_unknown_exporter_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         telemetry.enable_tracing("zipkin")  # type: ignore[arg-type]
+
+
+async def test_model_calls_nest_under_their_step_span(
+    exporter: InMemorySpanExporter, fault_server: FaultServer
+) -> None:
+    fault_server.scenario = ok(("Hello", " there"))
+    model = OpenAICompatible(fault_server.base_url, "m", retry=None, vllm=True, api_key="sk-secret")
+    g = Graph("traced-model")
+
+    @g.step
+    async def ask() -> str:
+        return (await complete(model, make_request(messages="hi", max_tokens=5))).text
+
+    result = await g.run()
+    await model.aclose()
+    assert result.output == "Hello there"
+    run_id = result.report.run_id
+    step = next(s for s in spans_of(exporter, run_id) if s.name == "critpath.step ask")
+    calls = [s for s in exporter.get_finished_spans() if s.name == "critpath.model m"]
+    mine = [s for s in calls if s.parent is not None and s.parent.span_id == step.context.span_id]
+    assert len(mine) == 1
+    attrs = dict(mine[0].attributes or {})
+    assert attrs["critpath.completion_tokens"] == 2
+    assert "critpath.ttft_ms" in attrs
+    assert attrs["critpath.priority"] == result.report.step("ask").priority
+    assert all("sk-secret" not in str(v) for v in attrs.values())  # never the API key
