@@ -29,8 +29,10 @@
         │   ├── AuthenticationError  401 / 403
         │   ├── ModelNotFound        404
         │   └── ContextLengthExceeded
-        └── MalformedResponse        a body or SSE line that is not what the API promises
-            └── IncompleteStream  R  the stream ended without its terminator
+        ├── MalformedResponse        a body or SSE line that is not what the API promises
+        │   └── IncompleteStream  R  the stream ended without its terminator
+        ├── VoteFailedError          every voter failed (critpath.cascades.vote)
+        └── CascadeFailedError       every tier failed (critpath.cascades.cascade)
 
 ``R``: retryable (a subclass of ``RetryableError``).
 

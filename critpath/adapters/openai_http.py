@@ -19,7 +19,9 @@ response at once; vLLM sees the disconnect, aborts the request and frees its KV 
 
 With ``vllm=True`` the adapter also sends vLLM's ``priority`` (the request's, or the
 running critpath step's critical-path priority) and ``request_id``; ``load()`` reads
-``/metrics`` for running/waiting requests and KV-cache usage.
+``/metrics`` for running/waiting requests and KV-cache usage. vLLM refuses a non-zero
+``priority`` unless the server runs ``--scheduling-policy priority``: against one that
+does not, pass ``send_priority=False`` (keeps ``request_id``).
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ class OpenAICompatible:
         retry: RetryPolicy | None = DEFAULT_RETRY,
         streaming: bool = True,
         vllm: bool = False,
+        send_priority: bool | None = None,
         headers: Mapping[str, str] | None = None,
         max_connections: int = 256,
         client: httpx.AsyncClient | None = None,
@@ -124,6 +127,7 @@ class OpenAICompatible:
         self.retry = retry
         self.streaming = streaming
         self.vllm = vllm
+        self.send_priority = vllm if send_priority is None else send_priority
         self.stats = stats if stats is not None else EndpointStats()
         key = (
             api_key
@@ -224,15 +228,15 @@ class OpenAICompatible:
         if self.streaming:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        if self.vllm:
+        if self.send_priority:
             priority = r.priority
             if priority is None:
                 step = current_step()
                 priority = step.priority if step is not None else None
             if priority is not None:
                 body["priority"] = priority
-            if r.request_id is not None:
-                body["request_id"] = r.request_id
+        if self.vllm and r.request_id is not None:
+            body["request_id"] = r.request_id
         body.update(r.extra_body)
         return body
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ class Pool:
         self._server: list[float | None] = [None] * n  # outstanding at the last refresh
         self._sent_at_refresh = [0] * n  # self._picks when that refresh began
         self._cursor = 0  # round robin among ties
+        self._probe_bug: Exception | None = None
         self._refreshes = 0
         self._load_errors = 0
 
@@ -237,6 +239,11 @@ class Pool:
         except ModelError:
             self._load_errors += 1
             return None
+        except Exception as exc:  # a bug in a probe: keep polling, raise it at the end
+            self._load_errors += 1
+            if self._probe_bug is None:
+                self._probe_bug = exc
+            return None
 
     @asynccontextmanager
     async def watch(self, interval: float = 1.0) -> AsyncIterator[Pool]:
@@ -253,13 +260,17 @@ class Pool:
                 await asyncio.sleep(interval)
 
         task = asyncio.create_task(poll(), name=f"critpath-pool-watch:{self._name}")
+        self._probe_bug = None
         try:
             yield self
         finally:
             error = task.exception() if task.done() and not task.cancelled() else None
             await cancel_and_wait([task])
-            if error is not None:
-                raise error  # a bug in a load probe: exceptions always propagate
+            error = error or self._probe_bug
+            # A bug in a load probe propagates (unwrapped), unless the block is already
+            # raising its own exception, which it must not mask.
+            if error is not None and sys.exc_info()[1] is None:
+                raise error
 
     # ---- reporting --------------------------------------------------------------------
 

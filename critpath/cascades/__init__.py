@@ -1,6 +1,107 @@
-"""Compound strategies over the model protocol (to come): cascades of tiers with
-confidence scorers and hedged escalation, parallel votes with early quorum, and
-fast-then-refine streams of draft, revision and final events.
+"""Compound strategies over the model protocol: cascades and votes.
+
+- ``decisions``: the pure logic — answer normalisation, abstention, logprob confidence,
+  acceptance (``Acceptance``, ``Reason``), quorum (``tally``), escalation timing and
+  threshold fitting on calibration data (``fit_threshold``).
+- ``scorers``: pluggable confidence scorers for cascade tiers (abstention, logprob,
+  vote agreement, verifier model, any function).
+- ``vote``: ``Vote``, N models (or N samples of one) in parallel with early quorum.
+- ``cascade``: ``Cascade`` of ``Tier``s, cheapest first, with hedged escalation.
+- ``refine``: ``Refine``, fast-then-refine: a fast model's draft streamed at once, then
+  a strong model's revision as a diff against it.
+
+Both ``Vote`` and ``Cascade`` are ``Model``s, so they nest (a vote can be a tier);
+``await x.decide(request)`` returns their result (``VoteResult``, ``CascadeResult``).
 """
 
-__all__: list[str] = []
+from critpath.cascades.cascade import (
+    Cascade,
+    CascadeFailedError,
+    CascadeResult,
+    Escalation,
+    Tier,
+    TierReport,
+)
+from critpath.cascades.decisions import (
+    Acceptance,
+    Reason,
+    Score,
+    Tally,
+    ThresholdFit,
+    accept,
+    answer_confidence,
+    escalation_delay,
+    fit_threshold,
+    is_abstention,
+    normalise_answer,
+    normalise_choice,
+    tally,
+)
+from critpath.cascades.refine import (
+    DiffOp,
+    DraftDelta,
+    Final,
+    Refine,
+    RefineCallStats,
+    RefineEvent,
+    RefineStatistics,
+    Revision,
+    apply_revision,
+    change_fraction,
+    diff_ops,
+)
+from critpath.cascades.scorers import (
+    AbstentionScorer,
+    AgreementScorer,
+    Candidate,
+    FunctionScorer,
+    LogprobScorer,
+    Scorer,
+    VerifierScorer,
+)
+from critpath.cascades.vote import Ballot, Seeded, Vote, VoteFailedError, VoteResult
+
+__all__ = [
+    "AbstentionScorer",
+    "Acceptance",
+    "AgreementScorer",
+    "Ballot",
+    "Candidate",
+    "Cascade",
+    "CascadeFailedError",
+    "CascadeResult",
+    "DiffOp",
+    "DraftDelta",
+    "Escalation",
+    "Final",
+    "FunctionScorer",
+    "LogprobScorer",
+    "Reason",
+    "Refine",
+    "RefineCallStats",
+    "RefineEvent",
+    "RefineStatistics",
+    "Revision",
+    "Score",
+    "Scorer",
+    "Seeded",
+    "Tally",
+    "ThresholdFit",
+    "Tier",
+    "TierReport",
+    "VerifierScorer",
+    "Vote",
+    "VoteFailedError",
+    "VoteResult",
+    "accept",
+    "answer_confidence",
+    "apply_revision",
+    "change_fraction",
+    "diff_ops",
+    "escalation_delay",
+    "fit_threshold",
+    "is_abstention",
+    "normalise_answer",
+    "normalise_choice",
+    "tally",
+]

@@ -11,6 +11,7 @@ task outlives its run.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import statistics
 import time
 import uuid
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["Run", "RunResult"]
 
 _WAITING, _ACTIVE, _DONE, _SKIPPED = 0, 1, 2, 3
+_DEADLINE_SLOP_S = 0.02  # a step's timeout this close to the run's deadline is the deadline
 
 
 class _Node:
@@ -174,14 +176,26 @@ class Run:
     async def __aenter__(self) -> Run:
         return self
 
-    async def __aexit__(self, *exc_info: object) -> None:
-        if not self._task.done():
+    async def __aexit__(self, exc_type: object, *exc_info: object) -> None:
+        """Cancel the run if it is still going and wait until it has ended (even if the
+        owner is cancelled meanwhile). If the block itself raised nothing, the run's own
+        error (other than the cancellation asked for here) is raised, as a task group
+        would: exceptions always propagate."""
+        stopped_here = not self._task.done()
+        if stopped_here:
             self.cancel()
-        try:
-            await asyncio.wait({self._task})
-        finally:
-            if self._task.done() and not self._task.cancelled():
-                self._task.exception()  # mark retrieved; the owner saw or chose to drop it
+        cancelled = False
+        while not self._task.done():
+            try:
+                await asyncio.wait({self._task})
+            except asyncio.CancelledError:
+                cancelled = True
+        error = None if self._task.cancelled() else self._task.exception()
+        if cancelled:
+            raise asyncio.CancelledError
+        expected = stopped_here and isinstance(error, RunCancelled)
+        if exc_type is None and error is not None and not expected:
+            raise error
 
     async def events(self) -> AsyncIterator[RunEvent]:
         """Every event of the run from its start (replayed), live, until it finishes."""
@@ -253,6 +267,8 @@ class Run:
         except asyncio.CancelledError:
             cancelled = True
             self._resolve(("cancelled", None))
+        except Exception as exc:  # a defect in scheduling: fail the run, never hang it
+            self._resolve(("failed", ("<runtime>", exc)))
         finally:
             if handle is not None:
                 handle.cancel()
@@ -409,8 +425,10 @@ class Run:
                 assert spec.over is not None
                 try:
                     items = list(self._value_of(spec.over))
-                except TypeError as exc:
-                    self._resolve(("failed", (spec.name, exc)))
+                except Exception as exc:  # not iterable, or its iteration raised
+                    rec = StepRecord(spec.name, spec.name, None, "map", ready=self.now())
+                    n.records.append(rec)
+                    self._step_failed(rec, exc, f"cannot iterate over {spec.over!r}: {exc!r}")
                     return
                 n.results = [None] * len(items)
                 n.left = len(items)
@@ -527,7 +545,17 @@ class Run:
                     value = await spec.fn(**kwargs)
                 else:
                     value = spec.fn(**kwargs)
+                    if inspect.isawaitable(value):  # a sync decorator around an async fn
+                        value = await value
             except Exception as exc:
+                if self._is_run_deadline(exc):
+                    # The step's own clocks (e.g. a model call's) ran out with the run's
+                    # deadline: that is the run's deadline, not the step failing.
+                    rec.end = perf_counter() - self._t0
+                    rec.status = "cancelled"
+                    self._emit(StepCancelled(rec.name, rec.end, "deadline"))
+                    self._resolve(("deadline", None))
+                    return
                 if not spec.has_fallback:
                     self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
                     return
@@ -557,14 +585,26 @@ class Run:
         self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
         if self._outcome is not None:
             return
-        if spec.kind == "map":
-            assert rec.item is not None
-            node.results[rec.item] = value
-            node.left -= 1
-            if node.left == 0:
-                self._complete(node, node.results)
-        else:
-            self._complete(node, value)
+        try:
+            if spec.kind == "map":
+                assert rec.item is not None
+                node.results[rec.item] = value
+                node.left -= 1
+                if node.left == 0:
+                    self._complete(node, node.results)
+            else:
+                self._complete(node, value)
+        except Exception as exc:  # releasing dependants raised: fail the run, never hang
+            self._resolve(("failed", (rec.name, exc)))
+
+    def _is_run_deadline(self, exc: BaseException) -> bool:
+        """A timeout raised at (or just before) the run's deadline is the deadline's."""
+        dl = self._deadline_at
+        return (
+            dl is not None
+            and isinstance(exc, TimeoutError)
+            and self._loop.time() >= dl - _DEADLINE_SLOP_S
+        )
 
     def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
         rec.end = perf_counter() - self._t0
@@ -602,9 +642,8 @@ class Run:
 
 
 async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
-    if spec.is_async:
-        return await spec.fn(**kwargs)
-    return spec.fn(**kwargs)
+    value = spec.fn(**kwargs)
+    return await value if inspect.isawaitable(value) else value
 
 
 def _branches(value: Any) -> tuple[str, ...]:

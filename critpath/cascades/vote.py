@@ -1,0 +1,278 @@
+"""``Vote``: ask N models (or N samples of one) at once; the most-voted answer wins.
+
+Answers are normalised (``decisions.normalise_answer`` by default: the multiple-choice
+letter, else the cleaned text) and counted, with optional weights. **Early quorum**:
+after every vote ``decisions.tally`` says whether the outcome can still change; once
+it cannot (the leader can no longer be overtaken, or the required agreement is met or
+out of reach), the stragglers are cancelled at once: their tasks cancelled and their
+streams closed (over HTTP the server aborts them), and the vote waits until they have
+ended. A voter that fails with a ``ModelError`` is reported and the vote goes on with
+the rest; only when every voter fails does the vote raise ``VoteFailedError``.
+
+``await vote.decide(request)`` returns a ``VoteResult`` (winner, agreement, ballots,
+who was cancelled or failed, timings). ``vote.stream(request)`` is ``decide`` then the
+winning voter's answer as one chunk; the latest result is also kept in
+``vote.last_result``. A ``Vote`` is a ``Model``, so it can be a cascade tier (its
+agreement is the tier's confidence: ``scorers.AgreementScorer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Literal
+
+from critpath._tasks import cancel_and_wait
+from critpath.adapters.completion import Completion, complete
+from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.cascades.decisions import Normaliser, Tally, normalise_answer, tally
+from critpath.errors import ConfigError, ModelError
+
+__all__ = ["Ballot", "Seeded", "Vote", "VoteFailedError", "VoteResult", "completion_chunks"]
+
+
+class VoteFailedError(ModelError):
+    """Every voter failed; ``errors`` holds each voter's exception."""
+
+    def __init__(self, name: str, errors: Sequence[BaseException]) -> None:
+        super().__init__(f"vote {name!r}: all {len(errors)} voters failed", model=name)
+        self.errors = tuple(errors)
+
+
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """One voter's part in a vote.
+
+    ``status``: ``answered``, ``abstained`` (nothing the normaliser could count),
+    ``failed`` (``error`` holds why) or ``cancelled`` (a straggler stopped by early
+    quorum); ``elapsed``: seconds from the start of the vote to its end.
+    """
+
+    index: int
+    voter: str
+    weight: float
+    status: Literal["answered", "abstained", "failed", "cancelled"]
+    answer: str | None = None
+    completion: Completion | None = None
+    error: BaseException | None = None
+    elapsed: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """The outcome of one vote.
+
+    ``winner``: the normalised winning answer (``None``: every voter abstained);
+    ``completion``: the winning answer as its first voter gave it (the first abstainer's
+    if nobody answered); ``agreement``: the winner's weight over the weight that
+    responded (answered or abstained) — the vote's confidence; ``min_agreement``:
+    counting cancelled voters as dissent; ``ballots`` in voter order; ``stopped_early``:
+    early quorum cancelled stragglers; ``quorum_reached``: the required agreement was
+    met (``None`` without one); ``elapsed``: seconds.
+    """
+
+    name: str
+    winner: str | None
+    completion: Completion
+    agreement: float
+    min_agreement: float
+    ballots: tuple[Ballot, ...]
+    stopped_early: bool
+    quorum_reached: bool | None
+    elapsed: float
+    tally: Tally
+
+    @property
+    def confidence(self) -> float | None:
+        return self.agreement
+
+    @property
+    def cancelled(self) -> tuple[int, ...]:
+        return tuple(b.index for b in self.ballots if b.status == "cancelled")
+
+    @property
+    def failed(self) -> tuple[int, ...]:
+        return tuple(b.index for b in self.ballots if b.status == "failed")
+
+    @property
+    def errors(self) -> tuple[BaseException, ...]:
+        return tuple(b.error for b in self.ballots if b.error is not None)
+
+    def votes(self) -> dict[str, float]:
+        """Weight per normalised answer."""
+        out: dict[str, float] = {}
+        for b in self.ballots:
+            if b.answer is not None:
+                out[b.answer] = out.get(b.answer, 0.0) + b.weight
+        return out
+
+
+def completion_chunks(completion: Completion) -> list[Chunk]:
+    """A finished answer as chunks: an "accepted" marker, then one chunk with its text,
+    token count, logprobs, finish reason and usage (``complete`` rebuilds it)."""
+    return [
+        Chunk(),
+        Chunk(
+            text=completion.text,
+            tokens=completion.completion_tokens,
+            logprobs=completion.logprobs,
+            finish_reason=completion.finish_reason,
+            usage=completion.usage,
+        ),
+    ]
+
+
+class Seeded:
+    """``model`` with every request's ``seed`` set to ``seed``: one sample of N."""
+
+    def __init__(self, model: Model, seed: int) -> None:
+        self.model = model
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}#seed{self.seed}"
+
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        return self.model.stream(request.model_copy(update={"seed": self.seed}))
+
+
+class Vote:
+    """A ``Model`` that asks every voter at once and answers with the winner.
+
+    ``normalise``: answer text -> vote key (``None``: abstains). ``weights``: one per
+    voter (default 1 each). ``quorum``: ``None`` for plurality (stop once the leader
+    cannot be overtaken) or a fraction in (0, 1]: stop once the leader holds that
+    share of all voters' weight, or can no longer reach it. ``Vote.samples(model, n)``
+    votes over ``n`` seeded samples of one model.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[Model],
+        *,
+        normalise: Normaliser = normalise_answer,
+        weights: Sequence[float] | None = None,
+        quorum: float | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not models:
+            raise ConfigError("a Vote needs at least one model")
+        if weights is not None and len(weights) != len(models):
+            raise ConfigError(f"{len(weights)} weights for {len(models)} voters")
+        if weights is not None and any(not w >= 0 for w in weights):
+            raise ConfigError("vote weights must be >= 0")
+        if quorum is not None and not 0.0 < quorum <= 1.0:
+            raise ConfigError(f"quorum must be in (0, 1], got {quorum!r}")
+        self.models = tuple(models)
+        self.normalise = normalise
+        self.weights = tuple(float(w) for w in weights) if weights is not None else None
+        self.quorum = quorum
+        self._name = name or "vote(" + ",".join(m.name for m in self.models) + ")"
+        self.last_result: VoteResult | None = None
+        """The result of the latest vote that finished (``decide`` returns each one)."""
+
+    @classmethod
+    def samples(
+        cls,
+        model: Model,
+        n: int,
+        *,
+        seed: int = 0,
+        normalise: Normaliser = normalise_answer,
+        quorum: float | None = None,
+        name: str | None = None,
+    ) -> Vote:
+        """A vote over ``n`` samples of ``model``, with seeds ``seed .. seed + n - 1``
+        (ask for a temperature above 0 in the request, or they all agree)."""
+        if n < 1:
+            raise ConfigError("a Vote needs at least one sample")
+        voters = [Seeded(model, seed + i) for i in range(n)]
+        return cls(voters, normalise=normalise, quorum=quorum, name=name)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def __repr__(self) -> str:
+        return f"Vote({self._name!r}, voters={len(self.models)}, quorum={self.quorum})"
+
+    def weight(self, index: int) -> float:
+        return 1.0 if self.weights is None else self.weights[index]
+
+    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        return self._stream(request)
+
+    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        result = await self.decide(request)
+        for chunk in completion_chunks(result.completion):
+            yield chunk
+
+    async def decide(self, request: ModelRequest) -> VoteResult:
+        """Run the vote; stragglers are cancelled as soon as the outcome is final."""
+        start = perf_counter()
+        tasks = {
+            asyncio.create_task(complete(m, request), name=f"critpath-vote:{self._name}:{i}"): i
+            for i, m in enumerate(self.models)
+        }
+        ballots: dict[int, Ballot] = {}
+        arrivals: list[tuple[str | None, float]] = []
+        pending = set(tasks)
+        state = tally(
+            [], sum(self.weight(i) for i in range(len(self.models))), required=self.quorum
+        )
+        try:
+            while pending and not state.final:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in sorted(done, key=lambda t: tasks[t]):
+                    i = tasks[task]
+                    ballot = self._ballot(i, task, perf_counter() - start)
+                    ballots[i] = ballot
+                    if ballot.status != "failed":
+                        arrivals.append((ballot.answer, ballot.weight))
+                left = sum(self.weight(tasks[t]) for t in pending)
+                state = tally(arrivals, left, required=self.quorum)
+        finally:
+            await cancel_and_wait(pending)
+        now = perf_counter() - start
+        for task in pending:
+            i = tasks[task]
+            ballots[i] = Ballot(i, self.models[i].name, self.weight(i), "cancelled", elapsed=now)
+        ordered = tuple(ballots[i] for i in range(len(self.models)))
+        responded = [b for b in ordered if b.completion is not None]
+        if not responded:
+            raise VoteFailedError(self._name, [b.error for b in ordered if b.error is not None])
+        # The winner's text: its first voter in arrival order (ties: tally's order).
+        by_arrival = sorted(responded, key=lambda b: b.elapsed)
+        source = next((b for b in by_arrival if b.answer == state.winner), by_arrival[0])
+        assert source.completion is not None
+        cancelled_weight = sum(b.weight for b in ordered if b.status == "cancelled")
+        total = state.responded_weight + cancelled_weight
+        result = VoteResult(
+            name=self._name,
+            winner=state.winner,
+            completion=source.completion,
+            agreement=state.agreement,
+            min_agreement=state.winner_weight / total if total > 0 else 0.0,
+            ballots=ordered,
+            stopped_early=bool(pending),
+            quorum_reached=None if self.quorum is None else state.reached,
+            elapsed=now,
+            tally=state,
+        )
+        self.last_result = result
+        return result
+
+    def _ballot(self, i: int, task: asyncio.Task[Completion], elapsed: float) -> Ballot:
+        name, weight = self.models[i].name, self.weight(i)
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, ModelError):
+                raise exc  # a bug, not a model failure: never voted around
+            return Ballot(i, name, weight, "failed", error=exc, elapsed=elapsed)
+        completion = task.result()
+        answer = self.normalise(completion.text)
+        status: Literal["answered", "abstained"] = "abstained" if answer is None else "answered"
+        return Ballot(i, name, weight, status, answer, completion, elapsed=elapsed)
