@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fault_server import FaultServer, stall_before_first_token
 
+import critpath
 from critpath import DeadlineExceeded, Graph, RunCancelled, StepContext, StepFailedError
 from critpath.adapters import OpenAICompatible, Timeouts, complete, make_request
 from critpath.orchestrator.events import RunFinished
@@ -190,3 +191,18 @@ async def test_pool_watch_reports_a_probe_bug_without_masking_the_block() -> Non
         await watch_only()
     with pytest.raises(KeyError):  # the block's own error is not replaced
         await watch_and_fail()
+
+
+async def test_a_run_inside_a_deadline_scope_can_still_end_partial() -> None:
+    g = Graph("scoped", output="slow")
+
+    @g.step
+    async def slow(ctx: StepContext) -> str:
+        ctx.set_partial("best so far")
+        await asyncio.Event().wait()
+        return "never"
+
+    async with critpath.deadline(0.2):
+        result = await g.run()  # ends on its own clock, just before the scope
+    assert result.status == "partial"
+    assert result.output == "best so far"

@@ -57,6 +57,7 @@ __all__ = ["Run", "RunResult"]
 
 _WAITING, _ACTIVE, _DONE, _SKIPPED = 0, 1, 2, 3
 _DEADLINE_SLOP_S = 0.02  # a step's timeout this close to the run's deadline is the deadline
+_SCOPE_MARGIN_S = 0.005  # end this much before an enclosing deadline scope fires
 
 
 class _Node:
@@ -675,7 +676,15 @@ def _predict(
 
 
 def _combine_deadline(loop: asyncio.AbstractEventLoop, seconds: float | None) -> float | None:
+    """The run's deadline: its own, or the enclosing scope's if that comes first.
+
+    An enclosing scope's deadline is taken a little early, so the run ends on its own
+    clock — with its partial result, or ``DeadlineExceeded`` (a ``TimeoutError``) —
+    before the scope cancels the task that awaits it.
+    """
     outer = current_deadline()
+    if outer is not None:
+        outer -= _SCOPE_MARGIN_S
     if seconds is None:
         return outer
     mine = loop.time() + seconds
