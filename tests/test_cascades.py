@@ -14,14 +14,14 @@ import asyncio
 import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from scripted import Call
+from scripted import Scripted as _Scripted
 
 from critpath.adapters import (
     Chunk,
-    EndpointStats,
     ModelRequest,
     TokenLogprob,
     complete,
@@ -210,15 +210,8 @@ def test_fit_threshold_target_precision() -> None:
 # ---- controlled models ----------------------------------------------------------------
 
 
-@dataclass
-class Call:
-    request: ModelRequest
-    started_at: float
-    outcome: str = "running"  # finished | failed | cancelled | closed
-
-
-class Scripted:
-    """Answers ``text`` (one chunk, the answer token's logprob ``log(confidence)``)
+class Scripted(_Scripted):
+    """Answers ``text`` in one chunk (the answer token's logprob ``log(confidence)``)
     once ``gate`` is set; records what became of each call."""
 
     def __init__(
@@ -230,51 +223,8 @@ class Scripted:
         fail: Exception | None = None,
         open_gate: bool = True,
     ) -> None:
-        self._name = name
+        super().__init__(name, words=(text,), confidence=confidence, fail=fail, open_gate=open_gate)
         self.text = text
-        self.confidence = confidence
-        self.fail = fail
-        self.gate = asyncio.Event()
-        if open_gate:
-            self.gate.set()
-        self.started = asyncio.Event()
-        self.calls: list[Call] = []
-        self.stats = EndpointStats()
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        call = Call(request, asyncio.get_running_loop().time())
-        self.calls.append(call)
-        self.started.set()
-        try:
-            yield Chunk()
-            await self.gate.wait()
-            if self.fail is not None:
-                raise self.fail
-            lps = None
-            if request.logprobs:
-                lps = (TokenLogprob(self.text, math.log(self.confidence)),)
-            yield Chunk(text=self.text, tokens=1, logprobs=lps, finish_reason="stop")
-            call.outcome = "finished"
-        except asyncio.CancelledError:
-            call.outcome = "cancelled"
-            raise
-        except GeneratorExit:
-            call.outcome = "closed"
-            raise
-        except Exception:
-            call.outcome = "failed"
-            raise
-
-    @property
-    def outcome(self) -> str:
-        return self.calls[-1].outcome if self.calls else "not called"
 
 
 @pytest.fixture

@@ -10,19 +10,18 @@ it started is left behind.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from fault_server import FaultServer, ok, stall_before_first_token
+from scripted import Scripted
 
 from critpath.adapters import (
     Chunk,
     EndpointStats,
     Model,
-    ModelRequest,
     OpenAICompatible,
     complete,
     make_request,
@@ -40,80 +39,6 @@ WORDS = ("Hello", " hedged", " world", ".")
 
 
 # ---- helpers --------------------------------------------------------------------------
-
-
-@dataclass
-class Call:
-    request: ModelRequest
-    started_at: float
-    outcome: str = "running"  # finished | failed | cancelled | closed
-    ended: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class Scripted:
-    """A replica whose first token waits for ``gate``; records what became of each call."""
-
-    def __init__(
-        self,
-        name: str = "m",
-        *,
-        words: tuple[str, ...] = WORDS,
-        fail: Exception | None = None,
-        fail_mid_stream: bool = False,
-        ttft: float | None = None,
-        open_gate: bool = False,
-        pause: float = 0.0,
-    ) -> None:
-        self._name = name
-        self.words = words
-        self.fail = fail
-        self.fail_mid_stream = fail_mid_stream
-        self.pause = pause
-        self.gate = asyncio.Event()
-        if open_gate:
-            self.gate.set()
-        self.started = asyncio.Event()
-        self.calls: list[Call] = []
-        self.stats = EndpointStats()
-        if ttft is not None:
-            for _ in range(30):
-                self.stats.ttft.observe(ttft)
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        call = Call(request, asyncio.get_running_loop().time())
-        self.calls.append(call)
-        self.started.set()
-        try:
-            yield Chunk()  # accepted
-            await self.gate.wait()
-            if self.pause:
-                await asyncio.sleep(self.pause)
-            if self.fail is not None and not self.fail_mid_stream:
-                raise self.fail
-            for i, word in enumerate(self.words):
-                if i == 1 and self.fail is not None:
-                    raise self.fail
-                last = i == len(self.words) - 1
-                yield Chunk(text=word, tokens=1, finish_reason="stop" if last else None)
-            call.outcome = "finished"
-        except asyncio.CancelledError:
-            call.outcome = "cancelled"
-            raise
-        except GeneratorExit:
-            call.outcome = "closed"
-            raise
-        except Exception:
-            call.outcome = "failed"
-            raise
-        finally:
-            call.ended.set()
 
 
 class Loaded(Scripted):
