@@ -47,7 +47,7 @@ from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
 from critpath.adapters.protocol import Chunk, ModelRequest, Usage
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock
-from critpath.deadlines import current_deadline
+from critpath.deadlines import current_deadline, deadline_before_scope
 from critpath.errors import (
     ConfigError,
     ConnectTimeout,
@@ -200,10 +200,9 @@ class OpenAICompatible:
         self, loop: asyncio.AbstractEventLoop, request: ModelRequest
     ) -> float | None:
         now = loop.time()
-        scope = current_deadline()
         # Fire just before the scope does, so the caller gets a typed TotalTimeout rather
         # than the scope's bare TimeoutError when both clocks run out together.
-        candidates = [scope - _SCOPE_MARGIN_S if scope is not None else None]
+        candidates = [deadline_before_scope(_SCOPE_MARGIN_S)]
         if self.timeouts.total is not None:
             candidates.append(now + self.timeouts.total)
         if request.timeout is not None:

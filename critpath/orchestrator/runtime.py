@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
 from critpath._tasks import cancel_and_wait
-from critpath.deadlines import _set_deadline, current_deadline
+from critpath.deadlines import _set_deadline, deadline_before_scope
 from critpath.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -682,9 +682,7 @@ def _combine_deadline(loop: asyncio.AbstractEventLoop, seconds: float | None) ->
     clock — with its partial result, or ``DeadlineExceeded`` (a ``TimeoutError``) —
     before the scope cancels the task that awaits it.
     """
-    outer = current_deadline()
-    if outer is not None:
-        outer -= _SCOPE_MARGIN_S
+    outer = deadline_before_scope(_SCOPE_MARGIN_S)
     if seconds is None:
         return outer
     mine = loop.time() + seconds
