@@ -2,7 +2,8 @@
 
 ``critpath bench NAME`` runs ``benchmarks/NAME.py`` from the source checkout (or from
 the folder named by ``--dir`` / ``CRITPATH_BENCHMARKS``). A benchmark module defines
-``add_arguments(parser)``, ``async def run(args) -> dict`` and ``render(result) -> str``.
+``add_arguments(parser)``, ``async def run(args) -> dict`` and ``render(result) -> str``;
+``VIRTUAL_TIME = True`` runs it on a virtual-time event loop (a pure simulation).
 """
 
 from __future__ import annotations
@@ -206,7 +207,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         bparser.add_argument("--json", action="store_true", help="print one JSON object")
         module.add_arguments(bparser)
         bargs = bparser.parse_args(rest)
-        result = asyncio.run(module.run(bargs))
+        if getattr(module, "VIRTUAL_TIME", False):  # a simulation: run it on virtual time
+            from critpath.adapters.sim.clock import run_virtual
+
+            result = run_virtual(module.run(bargs))
+        else:
+            result = asyncio.run(module.run(bargs))
         print(json.dumps(result, indent=2) if bargs.json else module.render(result))
         return 0
 

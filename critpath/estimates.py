@@ -11,8 +11,8 @@ sorted lazily, when a quantile is read after new samples).
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Iterator
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 
 from critpath.errors import ConfigError
 
@@ -120,6 +120,17 @@ class Estimates:
         self._window = window
         self._alpha = alpha
         self._by_key: dict[str, LatencyEstimate] = {}
+        self._routes: dict[str, Counter[str]] = {}
+
+    def observe_route(self, router: str, chosen: Iterable[str]) -> None:
+        """Count a router's decision (what ``predict="learned"`` reads)."""
+        counts = self._routes.setdefault(router, Counter())
+        for branch in chosen:
+            counts[branch] += 1
+
+    def route_counts(self, router: str) -> Counter[str]:
+        """How often each branch of ``router`` was chosen so far."""
+        return Counter(self._routes.get(router, {}))
 
     def observe(self, key: str, seconds: float) -> None:
         est = self._by_key.get(key)

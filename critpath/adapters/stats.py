@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from time import perf_counter
 
+from critpath._clock import now as _now
 from critpath.estimates import LatencyEstimate
+from critpath.orchestrator.context import count_tokens
 
 __all__ = ["EndpointStats", "StreamClock", "Timings"]
 
@@ -45,14 +46,19 @@ class StreamClock:
 
     ``on_first_token`` is called with the TTFT the moment the first token arrives, so an
     endpoint learns its TTFT even from streams that are closed or cancelled later
-    (e.g. a hedge's loser that had started to answer).
+    (e.g. a hedge's loser that had started to answer). ``charge_step``: count each
+    token to the running step (``context.count_tokens``); backends' clocks do
+    (``EndpointStats.clock``), callers' clocks do not, so nothing counts twice.
     """
 
-    __slots__ = ("_last", "_on_first", "gaps", "queued", "start", "tokens", "ttft")
+    __slots__ = ("_charge", "_last", "_on_first", "gaps", "queued", "start", "tokens", "ttft")
 
-    def __init__(self, on_first_token: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self, on_first_token: Callable[[float], None] | None = None, *, charge_step: bool = False
+    ) -> None:
         self._on_first = on_first_token
-        self.start = perf_counter()
+        self._charge = charge_step
+        self.start = _now()
         self.queued: float | None = None
         self.ttft: float | None = None
         self._last = 0.0
@@ -61,10 +67,10 @@ class StreamClock:
 
     def accepted(self) -> None:
         if self.queued is None:
-            self.queued = perf_counter() - self.start
+            self.queued = _now() - self.start
 
     def token(self, n: int = 1) -> None:
-        now = perf_counter() - self.start
+        now = _now() - self.start
         if self.ttft is None:
             self.ttft = now
             if self._on_first is not None:
@@ -73,13 +79,15 @@ class StreamClock:
             self.gaps.append(now - self._last)
         self._last = now
         self.tokens += n
+        if self._charge:
+            count_tokens(n)
 
     def finish(self, tokens: int | None = None) -> Timings:
         """The timings so far; ``tokens`` overrides the count (e.g. from reported usage)."""
         return Timings(
             queued=self.queued,
             ttft=self.ttft,
-            e2e=perf_counter() - self.start,
+            e2e=_now() - self.start,
             gaps=tuple(self.gaps),
             tokens=self.tokens if tokens is None else tokens,
         )
@@ -98,7 +106,7 @@ class EndpointStats:
 
     def clock(self) -> StreamClock:
         """A clock for one call that records its TTFT here at the first token."""
-        return StreamClock(self.ttft.observe)
+        return StreamClock(self.ttft.observe, charge_step=True)
 
     def record(self, timings: Timings) -> None:
         """Record a completed call's TPOT and end-to-end time (its TTFT was recorded at

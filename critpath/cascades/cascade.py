@@ -76,7 +76,8 @@ class Tier:
     and ``threshold`` (accept when confidence >= it). ``budget``: seconds before the
     next tier starts early; ``None`` learns it: the model's end-to-end latency at
     ``quantile`` from ``model.stats`` once it has ``min_samples`` (else no early start
-    unless a deadline is in force)."""
+    unless a deadline is in force). ``hedge=False``: never start the next tier early;
+    it starts only when this tier's answer is escalated."""
 
     model: Model
     scorer: Scorer | None = None
@@ -84,6 +85,7 @@ class Tier:
     budget: float | None = None
     quantile: float = 0.95
     min_samples: int = 20
+    hedge: bool = True
 
     def __post_init__(self) -> None:
         if self.budget is not None and not self.budget >= 0:
@@ -176,6 +178,8 @@ class Cascade:
         self._name = name or "cascade(" + ">".join(t.name for t in self.tiers) + ")"
         self.last_result: CascadeResult | None = None
         """The result of the latest call that finished (``decide`` returns each one)."""
+        self.stats = EndpointStats()
+        """The cascade's own latency (to its decision), learned like an endpoint's."""
 
     @property
     def name(self) -> str:
@@ -197,6 +201,8 @@ class Cascade:
         if index + 1 >= len(self.tiers):
             return None, "last tier"
         tier = self.tiers[index]
+        if not tier.hedge:
+            return None, "hedging off"
         return escalation_delay(
             budget=tier.budget,
             learned=tier.learned_latency(),
@@ -212,6 +218,9 @@ class Cascade:
         finally:
             await cancel_and_wait(run.tasks)
         self.last_result = result
+        self.stats.requests += 1
+        self.stats.ttft.observe(result.elapsed)
+        self.stats.e2e.observe(result.elapsed)
         return result
 
     async def run_tier(self, index: int, request: ModelRequest) -> _Outcome:

@@ -362,11 +362,18 @@ def fit_threshold(
     *,
     next_accuracy: float | None = None,
     target_precision: float | None = None,
+    next_correct: Sequence[bool] | None = None,
 ) -> ThresholdFit:
     """Fit a tier's threshold on calibration ``(confidence, correct)`` pairs.
 
     Candidates are "accept all", "accept none" and a cut between every two adjacent
     distinct confidences (at their midpoint). Give exactly one target:
+
+    - ``next_correct``: for each pair, whether what an escalated answer gets (the rest
+      of the cascade) is right on that question: pick the cut maximising the cascade's
+      accuracy on these questions; ties go to the lowest threshold. This is the exact
+      objective when the calibration questions were also asked of the next tiers (hard
+      questions are hard for every tier, so it escalates less than ``next_accuracy``).
 
     - ``next_accuracy``: the accuracy of what an escalated answer gets (the next
       tier's): pick the cut maximising the two-tier accuracy
@@ -380,15 +387,17 @@ def fit_threshold(
     >>> fit.threshold, fit.objective
     (0.55, 0.75)
     """
-    if (next_accuracy is None) == (target_precision is None):
-        raise ConfigError("give exactly one of next_accuracy= or target_precision=")
+    if sum(x is not None for x in (next_accuracy, target_precision, next_correct)) != 1:
+        raise ConfigError("give exactly one of next_accuracy=, target_precision= or next_correct=")
     target = next_accuracy if next_accuracy is not None else target_precision
-    assert target is not None
-    if not 0.0 <= target <= 1.0:
+    if target is not None and not 0.0 <= target <= 1.0:
         raise ConfigError(f"target must be in [0, 1], got {target!r}")
     if not pairs:
         raise ConfigError("fit_threshold needs calibration pairs")
-    ranked = sorted(pairs, key=lambda p: -p[0])
+    if next_correct is not None and len(next_correct) != len(pairs):
+        raise ConfigError(f"{len(next_correct)} next_correct for {len(pairs)} pairs")
+    order = sorted(range(len(pairs)), key=lambda i: -pairs[i][0])
+    ranked = [pairs[i] for i in order]
     n = len(ranked)
     # Cut k accepts the k most confident; only cut between distinct confidences.
     cuts = [0] + [k for k in range(1, n) if ranked[k][0] < ranked[k - 1][0]] + [n]
@@ -403,7 +412,19 @@ def fit_threshold(
             return ranked[-1][0]
         return (ranked[k - 1][0] + ranked[k][0]) / 2
 
-    if next_accuracy is not None:
+    if next_correct is not None:
+        # rest[k]: escalated answers right when the k most confident are accepted.
+        rest = [0] * (n + 1)
+        for k in range(n - 1, -1, -1):
+            rest[k] = rest[k + 1] + int(next_correct[order[k]])
+        best = max(cuts, key=lambda k: ((right[k] + rest[k]) / n, k))
+        objective = (right[best] + rest[best]) / n
+        method = "max_cascade_accuracy_paired"
+        how = (
+            f"maximised the cascade's accuracy over {n} calibration questions, each "
+            f"escalated answer scored by the next tiers' own answer: {objective:.3f}"
+        )
+    elif next_accuracy is not None:
         best = max(cuts, key=lambda k: ((right[k] + next_accuracy * (n - k)) / n, k))
         objective = (right[best] + next_accuracy * (n - best)) / n
         method = "max_cascade_accuracy"

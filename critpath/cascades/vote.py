@@ -21,12 +21,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Literal
 
+from critpath._clock import now as _now
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.stats import EndpointStats
 from critpath.cascades.decisions import Normaliser, Tally, normalise_answer, tally
 from critpath.errors import ConfigError, ModelError
 
@@ -145,7 +146,8 @@ class Vote:
     ``normalise``: answer text -> vote key (``None``: abstains). ``weights``: one per
     voter (default 1 each). ``quorum``: ``None`` for plurality (stop once the leader
     cannot be overtaken) or a fraction in (0, 1]: stop once the leader holds that
-    share of all voters' weight, or can no longer reach it. ``Vote.samples(model, n)``
+    share of all voters' weight, or can no longer reach it. ``early_stop=False`` waits
+    for every voter instead (same winner, for comparison). ``Vote.samples(model, n)``
     votes over ``n`` seeded samples of one model.
     """
 
@@ -156,6 +158,7 @@ class Vote:
         normalise: Normaliser = normalise_answer,
         weights: Sequence[float] | None = None,
         quorum: float | None = None,
+        early_stop: bool = True,
         name: str | None = None,
     ) -> None:
         if not models:
@@ -170,9 +173,13 @@ class Vote:
         self.normalise = normalise
         self.weights = tuple(float(w) for w in weights) if weights is not None else None
         self.quorum = quorum
+        self.early_stop = early_stop
         self._name = name or "vote(" + ",".join(m.name for m in self.models) + ")"
         self.last_result: VoteResult | None = None
         """The result of the latest vote that finished (``decide`` returns each one)."""
+        self.stats = EndpointStats()
+        """The vote's own latency (to its decision), learned like an endpoint's: a
+        cascade tier that is a vote learns its escalation budget from it."""
 
     @classmethod
     def samples(
@@ -212,7 +219,7 @@ class Vote:
 
     async def decide(self, request: ModelRequest) -> VoteResult:
         """Run the vote; stragglers are cancelled as soon as the outcome is final."""
-        start = perf_counter()
+        start = _now()
         tasks = {
             asyncio.create_task(complete(m, request), name=f"critpath-vote:{self._name}:{i}"): i
             for i, m in enumerate(self.models)
@@ -224,11 +231,11 @@ class Vote:
             [], sum(self.weight(i) for i in range(len(self.models))), required=self.quorum
         )
         try:
-            while pending and not state.final:
+            while pending and (not state.final or not self.early_stop):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: tasks[t]):
                     i = tasks[task]
-                    ballot = self._ballot(i, task, perf_counter() - start)
+                    ballot = self._ballot(i, task, _now() - start)
                     ballots[i] = ballot
                     if ballot.status != "failed":
                         arrivals.append((ballot.answer, ballot.weight))
@@ -236,7 +243,7 @@ class Vote:
                 state = tally(arrivals, left, required=self.quorum)
         finally:
             await cancel_and_wait(pending)
-        now = perf_counter() - start
+        now = _now() - start
         for task in pending:
             i = tasks[task]
             ballots[i] = Ballot(i, self.models[i].name, self.weight(i), "cancelled", elapsed=now)
@@ -263,6 +270,9 @@ class Vote:
             tally=state,
         )
         self.last_result = result
+        self.stats.requests += 1
+        self.stats.ttft.observe(now)
+        self.stats.e2e.observe(now)
         return result
 
     def _ballot(self, i: int, task: asyncio.Task[Completion], elapsed: float) -> Ballot:

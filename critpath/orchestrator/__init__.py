@@ -2,7 +2,9 @@
 
 Define a ``Graph`` of steps whose dependencies are their parameter names; run it and
 every step starts the moment its inputs are ready, least slack first when concurrency
-is scarce; read the ``RunReport`` for the critical path.
+is scarce; read the ``RunReport`` for the critical path. Shorten the path itself with
+speculative branches (``speculation``: a router's predicted branch starts before it
+decides) and streaming pipelines (``streams``: ``Graph.stream`` + ``Graph.each``).
 """
 
 from critpath.orchestrator.analysis import PathAnalysis, analyse
@@ -11,9 +13,13 @@ from critpath.orchestrator.events import (
     RouteChosen,
     RunEvent,
     RunFinished,
+    SpeculationCancelled,
+    SpeculationCommitted,
+    SpeculationStarted,
     StepCancelled,
     StepFailed,
     StepFinished,
+    StepItem,
     StepPartial,
     StepQueued,
     StepSkipped,
@@ -24,10 +30,19 @@ from critpath.orchestrator.limits import Limiter
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.report import RunReport, StepRecord, StepReport
 from critpath.orchestrator.runtime import Run, RunResult
+from critpath.orchestrator.speculation import (
+    Speculation,
+    SpeculationBudget,
+    SpeculationStats,
+    Speculative,
+    Speculator,
+)
+from critpath.orchestrator.streams import ItemTracker
 
 __all__ = [
     "NO_FALLBACK",
     "Graph",
+    "ItemTracker",
     "Limiter",
     "Param",
     "PathAnalysis",
@@ -38,10 +53,19 @@ __all__ = [
     "RunFinished",
     "RunReport",
     "RunResult",
+    "Speculation",
+    "SpeculationBudget",
+    "SpeculationCancelled",
+    "SpeculationCommitted",
+    "SpeculationStarted",
+    "SpeculationStats",
+    "Speculative",
+    "Speculator",
     "StepCancelled",
     "StepContext",
     "StepFailed",
     "StepFinished",
+    "StepItem",
     "StepPartial",
     "StepQueued",
     "StepRecord",

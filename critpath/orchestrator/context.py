@@ -13,7 +13,7 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PRIORITY_EPOCH", "StepContext", "current_step", "priority_of"]
+__all__ = ["PRIORITY_EPOCH", "StepContext", "count_tokens", "current_step", "priority_of"]
 
 PRIORITY_EPOCH = 1_767_225_600.0
 """2026-01-01T00:00:00Z: priorities count milliseconds from here (small, positive ints)."""
@@ -53,7 +53,12 @@ class StepContext:
       steps with least slack (the critical path) go first;
     - ``slack``: predicted seconds the step could be late without delaying the run;
     - ``deadline``: the run's deadline as an event-loop time, or ``None``;
-    - ``attempt``: 1 for the first try, 2 for the first retry...
+    - ``attempt``: 1 for the first try, 2 for the first retry...;
+    - ``speculative``: the step runs before it is known to be needed (a predicted
+      branch); it may be cancelled;
+    - ``needed``: for an item of an ``each`` step, the results of the items it needs,
+      by key;
+    - ``tokens``: model tokens generated for this step so far (backends count them).
     """
 
     __slots__ = (
@@ -63,11 +68,14 @@ class StepContext:
         "deadline",
         "item",
         "name",
+        "needed",
         "priority",
         "resource",
         "run_id",
         "slack",
+        "speculative",
         "step",
+        "tokens",
     )
 
     def __init__(
@@ -91,6 +99,9 @@ class StepContext:
         self.deadline = deadline
         self.resource = resource
         self.attempt = 1
+        self.speculative = False
+        self.needed: dict[Any, Any] = {}
+        self.tokens = 0
         self._emit = emit
         self._partial: Any = _NONE
 
@@ -123,6 +134,14 @@ class StepContext:
 
     def __repr__(self) -> str:
         return f"StepContext({self.name!r}, priority={self.priority}, slack={self.slack:.4f})"
+
+
+def count_tokens(n: int) -> None:
+    """Charge ``n`` generated model tokens to the running step (backends call this for
+    every chunk they produce, so a cancelled step's waste is known)."""
+    step = _CURRENT.get()
+    if step is not None:
+        step.tokens += n
 
 
 class _None:

@@ -11,6 +11,10 @@ from typing import Any
 
 __all__ = [
     "RouteChosen",
+    "SpeculationCancelled",
+    "SpeculationCommitted",
+    "SpeculationStarted",
+    "StepItem",
     "RunEvent",
     "RunFinished",
     "StepCancelled",
@@ -80,3 +84,34 @@ class RouteChosen(RunEvent):
 @dataclass(frozen=True, slots=True)
 class RunFinished(RunEvent):
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class StepItem(RunEvent):
+    """A ``stream`` step yielded its ``index``-th item."""
+
+    index: int
+    item: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationStarted(RunEvent):
+    """A predicted branch started before its router decided (``probability``: the
+    predictor's)."""
+
+    router: str
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationCommitted(RunEvent):
+    """The router chose the speculated branch: its work counts (``saved``: seconds it
+    started before the router finished)."""
+
+    saved: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeculationCancelled(RunEvent):
+    """The router did not choose the speculated branch: it was cancelled (or its
+    finished result dropped and undone)."""

@@ -44,6 +44,7 @@ from critpath.estimates import Estimates
 from critpath.orchestrator.analysis import find_cycle, successors, topological_order
 from critpath.orchestrator.context import StepContext
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
+from critpath.orchestrator.speculation import Predictor, Speculation, Speculative
 
 if TYPE_CHECKING:
     from critpath.orchestrator.limits import Limiter
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Graph", "Param", "RunOptions", "StepKind", "StepOptions", "StepSpec"]
 
-StepKind = Literal["step", "map", "route"]
+StepKind = Literal["step", "map", "route", "stream", "each"]
 F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY = inspect.Parameter.empty
 
@@ -88,6 +89,11 @@ class StepSpec:
     over: str | None = None
     item_param: str | None = None
     branches: tuple[str, ...] = ()
+    speculative: bool | Speculative = False
+    predict: Predictor | None = None
+    speculation: Speculation | None = None
+    key: Callable[[Any], Any] | None = None
+    needs: Callable[[Any], Iterable[Any]] | None = None
 
     @property
     def has_fallback(self) -> bool:
@@ -118,6 +124,7 @@ class StepOptions(TypedDict, total=False):
     retry: RetryPolicy | None
     fallback: Any
     fallback_fn: Callable[[BaseException], Any] | None
+    speculative: bool | Speculative
 
 
 class RunOptions(TypedDict, total=False):
@@ -145,14 +152,19 @@ def _spec_from_fn(
     fallback_fn: Callable[[BaseException], Any] | None = None,
     over: str | None = None,
     branches: Sequence[str] = (),
+    speculative: bool | Speculative = False,
+    predict: Predictor | None = None,
+    speculation: Speculation | None = None,
+    key: Callable[[Any], Any] | None = None,
+    needs: Callable[[Any], Iterable[Any]] | None = None,
 ) -> StepSpec:
     if not callable(fn):
         raise InvalidStepError(f"a step must be a function, got {fn!r}")
     step_name = name or getattr(fn, "__name__", None)
     if not step_name or step_name == "<lambda>":
         raise InvalidStepError("a step made from a lambda needs name=")
-    if "[" in step_name or "]" in step_name or step_name == "*":
-        raise InvalidStepError(f"step name {step_name!r}: '[', ']' and '*' are reserved")
+    if "[" in step_name or "]" in step_name or "~" in step_name or step_name == "*":
+        raise InvalidStepError(f"step name {step_name!r}: '[', ']', '~' and '*' are reserved")
     if estimate is not None and not estimate >= 0:
         raise ConfigError(f"step {step_name!r}: estimate must be >= 0 seconds")
     if fallback is not NO_FALLBACK and fallback_fn is not None:
@@ -176,15 +188,50 @@ def _spec_from_fn(
             )
         if p.kind is p.POSITIONAL_ONLY:
             raise InvalidStepError(f"step {step_name!r}: positional-only parameter {p.name!r}")
-        if kind == "map" and i == 0:
+        if kind in ("map", "each") and i == 0:
             item_param = p.name
             continue
         if _is_ctx(p, hints):
             ctx_param = p.name
             continue
         params.append(Param(p.name, deps.pop(p.name, p.name), p.default))
-    if kind == "map" and item_param is None:
-        raise InvalidStepError(f"map step {step_name!r} needs a first parameter for the item")
+    if kind in ("map", "each") and item_param is None:
+        raise InvalidStepError(f"{kind} step {step_name!r} needs a first parameter for the item")
+    if kind == "stream":
+        if not inspect.isasyncgenfunction(fn):
+            raise InvalidStepError(
+                f"stream step {step_name!r} must be an async generator function (async def "
+                "... yield)"
+            )
+        if retry is not None or fallback is not NO_FALLBACK or fallback_fn is not None:
+            raise ConfigError(
+                f"stream step {step_name!r}: retry and fallback are not supported (items "
+                "already handed on cannot be taken back)"
+            )
+    if speculative is not False and not isinstance(speculative, bool | Speculative):
+        raise ConfigError(f"step {step_name!r}: speculative= takes a bool or a Speculative")
+    if predict is not None and predict != "learned" and not callable(predict):
+        raise ConfigError(f"router {step_name!r}: predict= takes a function or 'learned'")
+    if predict is not None and speculation is None:
+        speculation = Speculation()
+    if callable(predict):
+        try:
+            psig = inspect.signature(predict)
+        except (TypeError, ValueError) as exc:
+            raise InvalidStepError(
+                f"router {step_name!r}: cannot read predict's signature"
+            ) from exc
+        mine = {p.name for p in params}
+        for q in psig.parameters.values():
+            if (
+                q.default is _EMPTY
+                and q.kind not in (q.VAR_POSITIONAL, q.VAR_KEYWORD)
+                and (q.name not in mine)
+            ):
+                raise InvalidStepError(
+                    f"router {step_name!r}: predict needs {q.name!r}, which is not one of the "
+                    f"router's parameters {sorted(mine)}"
+                )
     if deps:
         raise InvalidStepError(
             f"step {step_name!r}: deps names parameters it does not have: {sorted(deps)}"
@@ -208,6 +255,11 @@ def _spec_from_fn(
         over=over,
         item_param=item_param,
         branches=tuple(branches),
+        speculative=speculative,
+        predict=predict,
+        speculation=speculation,
+        key=key,
+        needs=needs,
     )
 
 
@@ -295,10 +347,26 @@ class Graph:
         return self._decorate(fn, "map", options, over=over)
 
     @overload
-    def route(self, fn: F, /, *, branches: Sequence[str], **options: Unpack[StepOptions]) -> F: ...
+    def route(
+        self,
+        fn: F,
+        /,
+        *,
+        branches: Sequence[str],
+        predict: Predictor | None = None,
+        speculation: Speculation | None = None,
+        **options: Unpack[StepOptions],
+    ) -> F: ...
     @overload
     def route(
-        self, fn: None = None, /, *, branches: Sequence[str], **options: Unpack[StepOptions]
+        self,
+        fn: None = None,
+        /,
+        *,
+        branches: Sequence[str],
+        predict: Predictor | None = None,
+        speculation: Speculation | None = None,
+        **options: Unpack[StepOptions],
     ) -> Callable[[F], F]: ...
     def route(
         self,
@@ -306,16 +374,77 @@ class Graph:
         /,
         *,
         branches: Sequence[str],
+        predict: Predictor | None = None,
+        speculation: Speculation | None = None,
         **options: Unpack[StepOptions],
     ) -> F | Callable[[F], F]:
         """Add a router: it returns a branch name, a list of them, or None (no branch).
 
         Each branch step waits for the router; branches it did not choose are skipped,
         and so is every step that requires one of them.
+
+        ``predict``: guess the decision before the router finishes — a function of (some
+        of) the router's parameters returning a branch, branches or probabilities (sync
+        or async), or ``"learned"`` (past choices' frequencies). Predicted branches
+        declared ``speculative=`` start at once, in parallel with the router, under the
+        ``speculation`` policy (default ``Speculation()``); see
+        ``critpath.orchestrator.speculation``.
         """
         if isinstance(branches, str) or not branches:
             raise ConfigError("route(branches=...) takes a non-empty list of step names")
-        return self._decorate(fn, "route", options, branches=tuple(branches))
+        return self._decorate(
+            fn, "route", options, branches=tuple(branches), predict=predict,
+            speculation=speculation,
+        )  # fmt: skip
+
+    @overload
+    def stream(self, fn: F, /, **options: Unpack[StepOptions]) -> F: ...
+    @overload
+    def stream(self, fn: None = None, /, **options: Unpack[StepOptions]) -> Callable[[F], F]: ...
+    def stream(
+        self, fn: F | None = None, /, **options: Unpack[StepOptions]
+    ) -> F | Callable[[F], F]:
+        """Add a streaming step: an async generator whose items ``each`` steps consume as
+        they come. Its value is the list of its items."""
+        return self._decorate(fn, "stream", options)
+
+    @overload
+    def each(
+        self,
+        fn: F,
+        /,
+        *,
+        over: str,
+        key: Callable[[Any], Any] | None = None,
+        needs: Callable[[Any], Iterable[Any]] | None = None,
+        **options: Unpack[StepOptions],
+    ) -> F: ...
+    @overload
+    def each(
+        self,
+        fn: None = None,
+        /,
+        *,
+        over: str,
+        key: Callable[[Any], Any] | None = None,
+        needs: Callable[[Any], Iterable[Any]] | None = None,
+        **options: Unpack[StepOptions],
+    ) -> Callable[[F], F]: ...
+    def each(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        over: str,
+        key: Callable[[Any], Any] | None = None,
+        needs: Callable[[Any], Iterable[Any]] | None = None,
+        **options: Unpack[StepOptions],
+    ) -> F | Callable[[F], F]:
+        """Add a step run once per item of the ``stream`` step ``over``, each as soon as
+        the item arrived and the items it ``needs`` (by ``key``) were processed; it reads
+        their results from ``ctx.needed``. Its value is the list of results in item
+        order. See ``critpath.orchestrator.streams``."""
+        return self._decorate(fn, "each", options, over=over, key=key, needs=needs)
 
     def _decorate(
         self,
@@ -325,9 +454,18 @@ class Graph:
         *,
         over: str | None = None,
         branches: tuple[str, ...] = (),
+        predict: Predictor | None = None,
+        speculation: Speculation | None = None,
+        key: Callable[[Any], Any] | None = None,
+        needs: Callable[[Any], Iterable[Any]] | None = None,
     ) -> F | Callable[[F], F]:
         def deco(f: F) -> F:
-            self.add(_spec_from_fn(f, kind=kind, over=over, branches=branches, **options))
+            self.add(
+                _spec_from_fn(
+                    f, kind=kind, over=over, branches=branches, predict=predict,
+                    speculation=speculation, key=key, needs=needs, **options,
+                )
+            )  # fmt: skip
             return f
 
         return deco(fn) if fn is not None else deco
@@ -396,6 +534,12 @@ class _Plan:
                     raise InvalidStepError(
                         f"step {spec.name!r}: after= names {a!r}, which is an input, not a step"
                     )
+            if spec.kind == "each" and (
+                spec.over not in steps or steps[spec.over].kind != "stream"
+            ):
+                raise InvalidStepError(
+                    f"each step {spec.name!r}: over= must name a stream step, got {spec.over!r}"
+                )
             for b in spec.branches:
                 if b not in steps:
                     raise UnknownDependencyError(spec.name, b, sorted(steps))

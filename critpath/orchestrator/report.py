@@ -46,6 +46,7 @@ class StepRecord:
     error: str | None = None
     span: Any = None
     ctx: Any = None
+    speculative: bool = False
 
 
 class StepReport(BaseModel):
@@ -71,6 +72,7 @@ class StepReport(BaseModel):
     resource: str | None = None
     attempts: int = 1
     error: str | None = None
+    speculative: bool = False
 
 
 class RunReport(BaseModel):
@@ -90,6 +92,9 @@ class RunReport(BaseModel):
     efficiency: float
     predicted_span: float
     steps: list[StepReport]
+    speculation: dict[str, float | int] | None = None
+    """Speculative branches: started, committed, cancelled, refused, waste_s,
+    waste_tokens, saved_s (``None`` when the run speculated nothing)."""
 
     def step(self, name: str) -> StepReport:
         for s in self.steps:
@@ -170,8 +175,12 @@ def build_report(run: Run) -> RunReport:
     durations: dict[str, float] = {}
     for n in plan.order:
         dep_units = [r.name for p in plan.preds[n] for r in units[p]]
+        router = plan.router_of.get(n)
         for rec in units[n]:
             preds[rec.name] = dep_units
+            if rec.speculative and router is not None:  # it did not wait for its router
+                preds[rec.name] = [u for p in plan.preds[n] if p != router for u in
+                                   (r.name for r in units[p])]  # fmt: skip
             if rec.start is not None and rec.end is not None:
                 durations[rec.name] = rec.end - rec.start
     pa = analyse(preds, durations)
@@ -192,7 +201,7 @@ def build_report(run: Run) -> RunReport:
                     slack=pa.slack.get(r.name) if r.status in ran else None,
                     critical=r.name in on_path, priority=r.priority,
                     predicted_slack=r.predicted_slack, resource=r.resource, attempts=r.attempts,
-                    error=r.error,
+                    error=r.error, speculative=r.speculative,
                 )
             )  # fmt: skip
     makespan = run.makespan if run.makespan is not None else run.now()
@@ -209,4 +218,5 @@ def build_report(run: Run) -> RunReport:
         efficiency=(pa.span / makespan) if makespan > 0 else 1.0,
         predicted_span=run.predicted_span,
         steps=steps,
+        speculation=run.speculation.as_dict() if run.speculation.started else None,
     )

@@ -16,7 +16,6 @@ import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
@@ -38,9 +37,13 @@ from critpath.orchestrator.events import (
     RouteChosen,
     RunEvent,
     RunFinished,
+    SpeculationCancelled,
+    SpeculationCommitted,
+    SpeculationStarted,
     StepCancelled,
     StepFailed,
     StepFinished,
+    StepItem,
     StepPartial,
     StepQueued,
     StepSkipped,
@@ -49,6 +52,14 @@ from critpath.orchestrator.events import (
 from critpath.orchestrator.limits import Limiter
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
+from critpath.orchestrator.speculation import (
+    SpeculationStats,
+    Speculative,
+    call_hook,
+    learned_prediction,
+    normalise_prediction,
+)
+from critpath.orchestrator.streams import ItemTracker
 
 if TYPE_CHECKING:
     from critpath.orchestrator.graph import Graph, StepSpec, _Plan
@@ -62,8 +73,9 @@ _SCOPE_MARGIN_S = 0.005  # end this much before an enclosing deadline scope fire
 
 class _Node:
     __slots__ = (
-        "blevel", "excluded", "left", "pending", "records", "results", "spec", "state",
-        "succs", "value",
+        "blevel", "consumers", "excluded", "items", "left", "pending", "producer", "records",
+        "results", "spec", "spec_state", "spec_task", "spec_value", "state", "succs",
+        "tracker", "value",
     )  # fmt: skip
 
     def __init__(self, spec: StepSpec, pending: int, blevel: float) -> None:
@@ -77,6 +89,15 @@ class _Node:
         self.results: list[Any] = []
         self.left = 0
         self.succs: list[_Node] = []
+        # streams: a producer's items and consumers; a consumer's producer and tracker
+        self.items: list[Any] = []
+        self.consumers: list[_Node] = []
+        self.producer: _Node | None = None
+        self.tracker: ItemTracker | None = None
+        # speculation of a branch: None, "running", "finished", "failed", "committed"
+        self.spec_state: str | None = None
+        self.spec_task: asyncio.Task[None] | None = None
+        self.spec_value: Any = None
 
 
 class RunResult:
@@ -154,9 +175,11 @@ class Run:
         self._report: RunReport | None = None
         self.status = "running"
         self.started_at = time.time()
-        self._t0 = perf_counter()
-        self.makespan: float | None = None
         self._loop = asyncio.get_running_loop()
+        self._t0 = self._loop.time()  # every time of a run is on the loop's clock
+        self.makespan: float | None = None
+        self.speculation = SpeculationStats()
+        """What this run speculated (see ``critpath.orchestrator.speculation``)."""
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._task: asyncio.Task[RunResult] = self._loop.create_task(
             self._main(), name=f"critpath-run-{graph.name}-{self.run_id}"
@@ -221,7 +244,7 @@ class Run:
 
     def now(self) -> float:
         """Seconds since the run started."""
-        return perf_counter() - self._t0
+        return self._loop.time() - self._t0
 
     # ---- internals ------------------------------------------------------------------
 
@@ -258,6 +281,13 @@ class Run:
         }
         for n, node in nodes.items():
             node.succs = [nodes[s] for s in plan.succs[n]]
+        for node in nodes.values():  # an each step consumes its stream item by item
+            if node.spec.kind == "each":
+                assert node.spec.over is not None
+                producer = node.producer = nodes[node.spec.over]
+                producer.succs.remove(node)
+                producer.consumers.append(node)
+                node.pending -= 1
         self._unresolved = len(nodes)
         handle = loop.call_at(dl, self._resolve, ("deadline", None)) if dl is not None else None
         self._span = telemetry.start_run_span(self) if telemetry.tracing_enabled() else None
@@ -309,6 +339,7 @@ class Run:
             kind, "failed"
         )
         self._learn()
+        self._charge_budgets()
         outputs = {n: node.value for n, node in self._nodes.items() if node.state == _DONE}
         result: RunResult | None = None
         error: BaseException | None = None
@@ -380,6 +411,19 @@ class Run:
     def _records(self) -> list[StepRecord]:
         return [r for node in self._nodes.values() for r in node.records]
 
+    def _charge_budgets(self) -> None:
+        """Useful work earns speculation budgets their credit."""
+        budgets = {}
+        for spec in self.graph.steps.values():
+            if spec.speculation is not None and spec.speculation.budget is not None:
+                budgets[id(spec.speculation.budget)] = spec.speculation.budget
+        if not budgets:
+            return
+        work = sum(r.end - r.start for r in self._records() if r.status in ("ok", "fallback")
+                   and r.start is not None and r.end is not None)  # fmt: skip
+        for b in budgets.values():
+            b.record_work(work)
+
     def _learn(self) -> None:
         est = self.estimates
         for rec in self._records():
@@ -404,6 +448,15 @@ class Run:
             n = stack.pop()
             if self._outcome is not None:
                 return
+            if n.state != _WAITING:
+                continue
+            if n.spec_state is not None:  # its router decided while it was speculated
+                if not n.excluded:
+                    self._commit_speculation(n)
+                    continue
+                self._cancel_speculation(n)
+            if n.producer is not None and n.producer.state == _WAITING and not self._must_skip(n):
+                continue  # armed when its stream starts (see _arm)
             if self._must_skip(n):
                 n.state = _SKIPPED
                 reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
@@ -417,6 +470,9 @@ class Run:
                     s.pending -= 1
                     if s.pending == 0:
                         stack.append(s)
+                for c in n.consumers:  # a skipped stream skips its consumers
+                    if c.pending == 0:
+                        stack.append(c)
                 if self._unresolved == 0:
                     self._resolve(("ok", None))
                 continue
@@ -442,6 +498,8 @@ class Run:
                     continue
                 for i, item in enumerate(items):
                     self._ready_unit(n, i, item)
+            elif spec.kind == "each":
+                self._arm(n)
             else:
                 self._ready_unit(n, None, None)
 
@@ -462,11 +520,15 @@ class Run:
             return self.inputs[source]
         return node.value
 
-    def _ready_unit(self, node: _Node, item: int | None, value: Any) -> None:
+    def _ready_unit(
+        self, node: _Node, item: int | None, value: Any, *, speculative: bool = False
+    ) -> None:
         spec = node.spec
         name = spec.name if item is None else f"{spec.name}[{item}]"
+        if speculative:
+            name += "~spec"
         rec = StepRecord(name, spec.name, item, spec.kind, status="queued", ready=self.now(),
-                         resource=spec.resource)  # fmt: skip
+                         resource=spec.resource, speculative=speculative)  # fmt: skip
         node.records.append(rec)
         key = self._due - node.blevel  # the latest start time
         limiter = self.limiter
@@ -478,16 +540,20 @@ class Run:
             if self._outcome is not None:  # the run has ended: give the slot back
                 limiter.release(spec.resource)
                 return
+            if rec.speculative and node.spec_state is None:  # cancelled while queued
+                limiter.release(spec.resource)
+                rec.status = "not_run"
+                return
             self._start_unit(node, rec, value, key, True)
 
         # Across runs sharing the limiter: earliest due run first; within a run: least slack.
         if limiter.acquire_or_wait((self._due, key), spec.resource, start, self):
             self._start_unit(node, rec, value, key, True)
         else:
-            self._emit(StepQueued(name, rec.ready or 0.0, key - perf_counter()))
+            self._emit(StepQueued(name, rec.ready or 0.0, key - self._loop.time()))
 
     def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
-        now = perf_counter()
+        now = self._loop.time()
         slack = key - now
         offset = int((key - self._t0) * 100)  # see priority_of: 10 ms units, 0..999
         priority = self._due_priority + (0 if offset < 0 else 999 if offset > 999 else offset)
@@ -497,8 +563,13 @@ class Run:
             node.spec.name, rec.name, rec.item, self.run_id, priority, slack,
             self._deadline_at, node.spec.resource, self._emit_partial,
         )  # fmt: skip
+        ctx.speculative = rec.speculative
+        if node.tracker is not None and rec.item is not None:
+            ctx.needed = node.tracker.needed_by(rec.item)
         task = self._loop.create_task(self._exec(node, rec, ctx, item), name=rec.name)
         self._tasks.add(task)  # the task removes itself when it ends (see _exec)
+        if rec.speculative:
+            node.spec_task = task
         if slot:
             assert self.limiter is not None
             task.add_done_callback(self.limiter.release_later(node.spec.resource))
@@ -527,14 +598,18 @@ class Run:
         if self._deadline_at is not None:
             _set_deadline(self._deadline_at)
         span = telemetry.start_step_span(self, rec) if self._span is not None else None
-        start = rec.start = perf_counter() - self._t0
+        start = rec.start = self._loop.time() - self._t0
         rec.status = "running"
         self._emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
         fell_back = False
         try:
             kwargs = self._kwargs(node, ctx, item)
+            if spec.kind == "route" and spec.predict is not None:
+                self._speculate(node, kwargs)
             try:
-                if spec.retry is not None:
+                if spec.kind == "stream":
+                    value = await self._produce(node, rec, kwargs)
+                elif spec.retry is not None:
 
                     def attempt(n: int) -> None:
                         ctx.attempt = rec.attempts = n
@@ -549,10 +624,17 @@ class Run:
                     if inspect.isawaitable(value):  # a sync decorator around an async fn
                         value = await value
             except Exception as exc:
+                if rec.speculative and node.spec_state == "running":
+                    # A failed guess fails nothing: the branch runs again if chosen.
+                    rec.end = self._loop.time() - self._t0
+                    rec.status = "failed"
+                    rec.error = f"{type(exc).__name__}: {exc}"
+                    node.spec_state = "failed"
+                    return
                 if self._is_run_deadline(exc):
                     # The step's own clocks (e.g. a model call's) ran out with the run's
                     # deadline: that is the run's deadline, not the step failing.
-                    rec.end = perf_counter() - self._t0
+                    rec.end = self._loop.time() - self._t0
                     rec.status = "cancelled"
                     self._emit(StepCancelled(rec.name, rec.end, "deadline"))
                     self._resolve(("deadline", None))
@@ -564,7 +646,7 @@ class Run:
                 fell_back = True
                 value = spec.fallback_fn(exc) if spec.fallback_fn is not None else spec.fallback
         except asyncio.CancelledError as exc:
-            rec.end = perf_counter() - self._t0
+            rec.end = self._loop.time() - self._t0
             task = asyncio.current_task()
             if self._outcome is None and task is not None and task.cancelling() == 0:
                 # Not cancelled by the run: something inside the step raised it (a library
@@ -581,13 +663,25 @@ class Run:
             if span is not None:
                 rec.span = span
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
-        end = rec.end = perf_counter() - self._t0
+        end = rec.end = self._loop.time() - self._t0
         rec.status = "fallback" if fell_back else "ok"
         self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
         if self._outcome is not None:
             return
+        if rec.speculative:
+            if node.spec_state == "running":  # finished before its router decided
+                node.spec_state, node.spec_value = "finished", value
+                return
+            if node.spec_state == "committed":
+                node.spec_state = None
+                await self._commit_hook(node, value)
+                if self._outcome is not None:
+                    return
         try:
-            if spec.kind == "map":
+            if spec.kind == "each":
+                assert rec.item is not None
+                self._item_done(node, rec.item, value)
+            elif spec.kind == "map":
                 assert rec.item is not None
                 node.results[rec.item] = value
                 node.left -= 1
@@ -597,6 +691,240 @@ class Run:
                 self._complete(node, value)
         except Exception as exc:  # releasing dependants raised: fail the run, never hang
             self._resolve(("failed", (rec.name, exc)))
+
+    # ---- streams --------------------------------------------------------------------
+
+    async def _produce(self, node: _Node, rec: StepRecord, kwargs: dict[str, Any]) -> list[Any]:
+        """Run a stream step: hand each item to its consumers as it comes."""
+        for c in node.consumers:  # consumers whose other inputs are ready arm now
+            if c.state == _WAITING and c.pending == 0:
+                self._on_ready(c)
+        agen = node.spec.fn(**kwargs)
+        try:
+            async for item in agen:
+                node.items.append(item)
+                self._emit(StepItem(rec.name, self.now(), len(node.items) - 1, item))
+                for c in node.consumers:
+                    if c.tracker is not None and c.state == _ACTIVE:
+                        self._offer(c, item)
+        finally:
+            await agen.aclose()
+        return list(node.items)
+
+    def _arm(self, node: _Node) -> None:
+        """An ``each`` step may start: take the items its stream produced so far."""
+        spec = node.spec
+        node.tracker = ItemTracker(key=spec.key, needs=spec.needs)
+        producer = node.producer
+        assert producer is not None
+        for item in list(producer.items):
+            if self._outcome is not None or node.state != _ACTIVE:
+                return
+            self._offer(node, item)
+        if producer.state == _DONE:
+            self._close_stream(node)
+
+    def _offer(self, node: _Node, item: Any) -> None:
+        tracker = node.tracker
+        assert tracker is not None
+        try:
+            ready = tracker.add(item)
+        except Exception as exc:  # a duplicate key, a key function that raised...
+            self._fail_node(node, exc)
+            return
+        for i in ready:
+            self._ready_unit(node, i, tracker.items[i])
+
+    def _close_stream(self, node: _Node) -> None:
+        tracker = node.tracker
+        assert tracker is not None
+        try:
+            tracker.close()
+        except Exception as exc:
+            self._fail_node(node, exc)
+            return
+        if tracker.finished and node.state == _ACTIVE:
+            if not tracker.items:
+                now = self.now()
+                node.records.append(StepRecord(node.spec.name, node.spec.name, None, "each",
+                                               status="ok", start=now, end=now))  # fmt: skip
+            self._complete(node, tracker.ordered_results())
+
+    def _item_done(self, node: _Node, index: int, value: Any) -> None:
+        tracker = node.tracker
+        assert tracker is not None
+        try:
+            ready = tracker.done(index, value)
+            tracker.check()
+        except Exception as exc:
+            self._fail_node(node, exc)
+            return
+        for i in ready:
+            self._ready_unit(node, i, tracker.items[i])
+        if tracker.finished:
+            self._complete(node, tracker.ordered_results())
+
+    def _fail_node(self, node: _Node, exc: BaseException) -> None:
+        rec = StepRecord(node.spec.name, node.spec.name, None, node.spec.kind, ready=self.now())
+        node.records.append(rec)
+        self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
+
+    # ---- speculation ----------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        """A helper task owned by the run (cancelled and awaited with it)."""
+        task: asyncio.Task[None] = self._loop.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _speculate(self, router: _Node, kwargs: dict[str, Any]) -> None:
+        """Ask the router's predictor (at the router's start) and start the predicted
+        branches it allows; an async predictor is awaited in a task of the run."""
+        spec = router.spec
+        try:
+            if spec.predict == "learned":
+                guess: Any = learned_prediction(self.estimates.route_counts(spec.name))
+            else:
+                assert spec.predict is not None
+                wanted = inspect.signature(spec.predict).parameters
+                guess = spec.predict(**{k: v for k, v in kwargs.items() if k in wanted})
+        except Exception:  # a failed guess costs the speculation, never the run
+            self.speculation.refused += 1
+            return
+        if inspect.isawaitable(guess):
+            awaitable = guess
+
+            async def later() -> None:
+                try:
+                    value = await awaitable
+                except Exception:
+                    self.speculation.refused += 1
+                    return
+                self._start_predicted(router, value)
+
+            self._spawn(later(), f"{spec.name}~predict")
+        else:
+            self._start_predicted(router, guess)
+
+    def _start_predicted(self, router: _Node, guess: Any) -> None:
+        spec = router.spec
+        policy = spec.speculation
+        assert policy is not None
+        stats = self.speculation
+        try:
+            choices = normalise_prediction(guess, spec.branches)[: policy.top_k]
+        except Exception:
+            stats.refused += 1
+            return
+        for branch, p in choices:
+            node = self._nodes[branch]
+            if router.state != _ACTIVE or self._outcome is not None:
+                return  # the router decided first: nothing to gain
+            if not node.spec.speculative or node.state != _WAITING or node.pending != 1:
+                continue  # side effects not declared safe, or other inputs not ready
+            if any(p_.source == spec.name for p_ in node.spec.params):
+                continue  # it reads the router's value
+            if p < policy.min_probability or (policy.allow is not None and not policy.allow()):
+                stats.refused += 1
+                continue
+            budget = policy.budget
+            if budget is not None and not budget.allows((1 - p) * self._predicted[branch]):
+                stats.refused += 1
+                continue
+            node.spec_state = "running"
+            stats.started += 1
+            self._emit(SpeculationStarted(branch, self.now(), spec.name, p))
+            self._ready_unit(node, None, None, speculative=True)
+
+    def _spec_record(self, node: _Node) -> StepRecord:
+        return next(r for r in reversed(node.records) if r.speculative)
+
+    def _commit_speculation(self, node: _Node) -> None:
+        """The router chose a speculated branch: keep its work."""
+        rec = self._spec_record(node)
+        router_end = self.now()
+        state = node.spec_state
+        node.state = _ACTIVE
+        if state == "failed":  # the guess was right but its run failed: run it for real
+            node.spec_state = None
+            self._ready_unit(node, None, None)
+            return
+        stats = self.speculation
+        stats.committed += 1
+        start = rec.start if rec.start is not None else router_end
+        saved = max(0.0, router_end - start)
+        if rec.end is not None:
+            saved = min(saved, rec.end - start)
+        stats.saved_s += saved
+        rec.name = node.spec.name  # it is the step now
+        self._emit(SpeculationCommitted(node.spec.name, router_end, saved))
+        if state == "finished":
+            node.spec_state = None
+            value = node.spec_value
+
+            async def finish() -> None:
+                await self._commit_hook(node, value)
+                if self._outcome is None:
+                    self._complete(node, value)
+
+            hooks = node.spec.speculative
+            if isinstance(hooks, Speculative) and hooks.commit is not None:
+                self._spawn(finish(), f"{node.spec.name}~commit")
+            else:
+                self._complete(node, value)
+        else:
+            node.spec_state = "committed"  # _exec completes it when it finishes
+
+    async def _commit_hook(self, node: _Node, value: Any) -> None:
+        hooks = node.spec.speculative
+        if isinstance(hooks, Speculative) and hooks.commit is not None:
+            try:
+                await call_hook(hooks.commit, value)
+            except Exception as exc:
+                self._resolve(("failed", (node.spec.name, exc)))
+
+    def _cancel_speculation(self, node: _Node) -> None:
+        """The router did not choose a speculated branch: cancel it, count the waste."""
+        rec = self._spec_record(node)
+        state, node.spec_state = node.spec_state, None
+        stats = self.speculation
+        stats.cancelled += 1
+        self._emit(SpeculationCancelled(node.spec.name, self.now()))
+        task = node.spec_task
+        value = node.spec_value if state == "finished" else None
+        policy = self._router_policy(node)
+
+        def account(_: object = None) -> None:
+            end = rec.end if rec.end is not None else self.now()
+            waste = end - (rec.start if rec.start is not None else end)
+            stats.waste_s += waste
+            stats.waste_tokens += rec.ctx.tokens if rec.ctx is not None else 0
+            if policy is not None and policy.budget is not None:
+                policy.budget.record_waste(waste)
+
+        hooks = node.spec.speculative
+        undo = hooks.undo if isinstance(hooks, Speculative) else None
+        if task is not None and not task.done():
+            task.cancel()  # closes its model streams: the server aborts them
+            task.add_done_callback(account)
+        else:
+            account()
+
+        async def undo_after() -> None:
+            if task is not None:
+                await asyncio.wait({task})
+            if undo is not None:
+                try:
+                    await call_hook(undo, value)
+                except Exception as exc:
+                    self._resolve(("failed", (node.spec.name, exc)))
+
+        if undo is not None:
+            self._spawn(undo_after(), f"{node.spec.name}~undo")
+
+    def _router_policy(self, node: _Node) -> Any:
+        router = self._plan.router_of.get(node.spec.name)
+        return self.graph.steps[router].speculation if router is not None else None
 
     def _is_run_deadline(self, exc: BaseException) -> bool:
         """A timeout raised at (or just before) the run's deadline is the deadline's."""
@@ -608,7 +936,7 @@ class Run:
         )
 
     def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
-        rec.end = perf_counter() - self._t0
+        rec.end = self._loop.time() - self._t0
         rec.status = "failed"
         rec.error = error
         self._emit(StepFailed(rec.name, rec.end, exc))
@@ -624,6 +952,7 @@ class Run:
             if bad:
                 self._resolve(("route", RouteError(spec.name, value, spec.branches)))
                 return
+            self.estimates.observe_route(spec.name, chosen)
             for b in spec.branches:
                 if b not in chosen:
                     self._nodes[b].excluded = True
@@ -631,6 +960,9 @@ class Run:
                 self._replan()
             self._emit(RouteChosen(spec.name, self.now(), chosen))
         self._unresolved -= 1
+        for c in node.consumers:  # the stream ended
+            if c.tracker is not None:
+                self._close_stream(c)
         ready = []
         for s in node.succs:
             s.pending -= 1

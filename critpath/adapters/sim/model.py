@@ -87,7 +87,13 @@ class SimulatedModel:
 
     ``profile``: a ``LatencyProfile`` or the name of one (``"7b"``, ``"small"``...);
     ``answers``: where answers come from (default: a generic 40-token answer);
-    ``time_scale``: multiplies every duration (0.05 makes a 0.4 s TTFT take 20 ms).
+    ``time_scale``: multiplies every duration (0.05 makes a 0.4 s TTFT take 20 ms);
+    ``stream_interval``: tokens per streamed chunk after the first token (as servers
+    that batch their stream output do; fewer chunks make long simulations cheaper,
+    while TTFT and end-to-end times stay exact); ``draw_by``: ``"arrival"`` (a
+    request's random draws depend on its id and its arrival number, so a retry is a
+    fresh draw) or ``"request"`` (on its id only: the same request id always takes the
+    same time, whatever else the replica served — for comparing arms of a benchmark).
     """
 
     def __init__(
@@ -99,6 +105,8 @@ class SimulatedModel:
         seed: int = 0,
         time_scale: float = 1.0,
         replica: str = "0",
+        stream_interval: int = 1,
+        draw_by: str = "arrival",
     ) -> None:
         if isinstance(profile, str):
             if profile not in PROFILES:
@@ -106,12 +114,18 @@ class SimulatedModel:
             profile = PROFILES[profile]
         if not time_scale > 0:
             raise ConfigError("time_scale must be > 0")
+        if stream_interval < 1:
+            raise ConfigError("stream_interval must be >= 1")
+        if draw_by not in ("arrival", "request"):
+            raise ConfigError("draw_by must be 'arrival' or 'request'")
         self._name = name
         self.profile = profile
         self.answers = answers
         self.seed = seed
         self.time_scale = time_scale
         self.replica = replica
+        self.stream_interval = stream_interval
+        self.draw_by = draw_by
         self.scheduler = SlotScheduler(profile.max_num_seqs)
         self.stats = EndpointStats()
         self._arrivals = itertools.count()
@@ -143,7 +157,8 @@ class SimulatedModel:
         arrival = next(self._arrivals)
         # Draws depend on the request and its arrival number at this replica, so a retry
         # of the same request id is a fresh draw (and still deterministic in sequence).
-        rng = stable_rng(self.seed, self._name, self.replica, request.request_id, arrival)
+        key = arrival if self.draw_by == "arrival" or request.request_id is None else -1
+        rng = stable_rng(self.seed, self._name, self.replica, request.request_id, key)
         answer = self.answer_for(request)
         pieces = _split(answer.text, answer.tokens)
         truncated = len(pieces) > request.max_tokens
@@ -179,21 +194,30 @@ class SimulatedModel:
                 await _sleep_until(loop, due)
                 if error:
                     raise ServerError("simulated server error", model=self._name, status=500)
+                interval = self.stream_interval
+                buffered: list[str] = []
                 for i, piece in enumerate(pieces):
                     if i:
                         load = 1.0 + p.batch_slowdown * (self.scheduler.running - 1)
                         due += scale * p.tpot_s * load * rng.lognormvariate(0.0, p.tpot_sigma)
-                        await _sleep_until(loop, due)
                     if i == reset_at:
+                        await _sleep_until(loop, due)
                         raise ModelConnectionError("simulated connection reset", model=self._name)
                     if i == stall_at:
+                        await _sleep_until(loop, due)
                         await asyncio.Event().wait()  # stalls until the reader gives up
+                    buffered.append(piece)
                     last = i == len(pieces) - 1
-                    clock.token(1)
+                    if not (i == 0 or last or len(buffered) >= interval):
+                        continue
+                    await _sleep_until(loop, due)
+                    sent, buffered = buffered, []
+                    n, text = len(sent), "".join(sent)
+                    clock.token(n)
                     yield Chunk(
-                        text=piece,
-                        tokens=1,
-                        logprobs=_logprob(piece, answer) if request.logprobs else None,
+                        text=text,
+                        tokens=n,
+                        logprobs=_logprobs(sent, answer) if request.logprobs else None,
                         finish_reason=("length" if truncated else "stop") if last else None,
                         usage=Usage(prompt_tokens, len(pieces)) if last else None,
                     )
@@ -224,7 +248,12 @@ def _prompt_chars(request: ModelRequest) -> int:
 
 
 def _split(text: str, tokens: int) -> list[str]:
-    """``text`` as ``tokens`` pieces that join back to it exactly (words, spread)."""
+    """``text`` as ``tokens`` pieces that join back to it exactly (words, spread); the
+    first piece is never empty (leading spaces go with the first word)."""
+    body = text.lstrip(" ")
+    if body != text and body:
+        pieces = _split(body, tokens)
+        return [text[: len(text) - len(body)] + pieces[0], *pieces[1:]]
     words = text.split(" ")
     tokens = max(1, tokens)
     if len(words) >= tokens:
@@ -247,10 +276,13 @@ def _split(text: str, tokens: int) -> list[str]:
     return pieces
 
 
-def _logprob(piece: str, answer: Answer) -> tuple[TokenLogprob, ...]:
-    """The answer letter's token carries the model's confidence; others look sure."""
-    if answer.choice is not None and f"({answer.choice})" in piece:
-        lp = math.log(max(answer.confidence, 1e-9))
-    else:
-        lp = -0.05
-    return (TokenLogprob(piece, lp),)
+def _logprobs(pieces: list[str], answer: Answer) -> tuple[TokenLogprob, ...]:
+    """One per token: the answer letter's token carries the model's confidence; others
+    look sure."""
+    marker = None if answer.choice is None else f"({answer.choice})"
+    sure = -0.05
+    confident = math.log(max(answer.confidence, 1e-9))
+    return tuple(
+        TokenLogprob(piece, confident if marker is not None and marker in piece else sure)
+        for piece in pieces
+    )

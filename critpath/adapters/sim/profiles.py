@@ -19,6 +19,15 @@ Spread is modelled as log-normal: sigma = ln(p95/p50) / 1.645. Prefill is taken 
 30% of the median TTFT over the 550 prompt tokens (the files do not separate it).
 The ``api`` profile (hosted models of unknown size, e.g. GPT-4o) uses the 70B
 figures. Stragglers (the heavy tail) and faults are off by default.
+
+``local-8b`` is **an assumption, not a measurement** (no GPU was at hand to measure
+one): an 8B model in bf16 served by vLLM on one H100-class GPU beside the
+application, reached over loopback. Decoding reads ~16 GB of weights per step at
+~3 TB/s, about 5-8 ms a token (8 ms taken); prefill ~25k tokens/s (40 us a token);
+scheduling and loopback HTTP ~12 ms. Hosted endpoints (above) put a network and a
+shared queue in front of the model, which is why even their 7B models take ~0.4 s to
+the first token. Use it where a strategy's point is a model *you* serve next to the
+application (fast-then-refine's draft).
 """
 
 from __future__ import annotations
@@ -108,6 +117,9 @@ PROFILES["small"] = PROFILES["7b"]
 PROFILES["medium"] = PROFILES["13b"]
 PROFILES["large"] = PROFILES["70b"]
 PROFILES["api"] = PROFILES["70b"]
+PROFILES["local-8b"] = LatencyProfile(
+    queue_s=0.012, prefill_per_token_s=4e-5, ttft_sigma=0.15, tpot_s=0.008, tpot_sigma=0.1
+)
 
 
 def profile_for_params(params_b: float | None) -> LatencyProfile:
