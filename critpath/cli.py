@@ -58,33 +58,34 @@ def _load_benchmark(bench_dir: Path, name: str) -> ModuleType:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from critpath.demo import run_demo
+    from critpath.demo import DemoOptions, render, run_demo_sync
 
     if args.trace:
         from critpath.telemetry import enable_tracing
 
         enable_tracing(args.trace)
-    out = Path(args.out) if args.out else None
-    summary = asyncio.run(
-        run_demo(args.question, runs=args.runs, timeline=out, report_json=args.report_json)
+    opts = DemoOptions(
+        questions=args.questions,
+        base_url=args.base_url,
+        models=list(args.model or []),
+        data=args.data,
+        timeline=Path(args.out) if args.out else None,
+        report_json=Path(args.report_json) if args.report_json else None,
+        question=args.question,
+        seed=args.seed,
+        progress=False if args.json or args.no_progress else None,
+        api_key_env=args.api_key_env,
     )
+    if opts.models and not opts.base_url:
+        raise SystemExit("critpath demo: --model needs --base-url")
+    if opts.base_url and not opts.models:
+        raise SystemExit("critpath demo: --base-url needs at least one --model NAME")
+    result = run_demo_sync(opts)
     if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    from critpath.orchestrator.report import RunReport
-
-    print(f"question: {summary['question']}")
-    print(f"answer:   {summary['answer']}\n")
-    for i, r in enumerate(summary["runs"], 1):
-        label = "default estimates" if i == 1 else "learned estimates"
-        print(
-            f"run {i} ({label}): makespan {r['makespan_ms']:.1f} ms, span {r['span_ms']:.1f} ms,"
-            f" efficiency {r['efficiency']:.3f}"
-        )
-    print()
-    print(RunReport.model_validate(summary["report"]).to_text())
-    if summary["timeline"]:
-        print(f"\ntimeline: {summary['timeline']}")
+        result["agent"].pop("report_text", None)
+        print(json.dumps(result, indent=2))
+    else:
+        print(render(result))
     return 0
 
 
@@ -154,14 +155,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    demo = sub.add_parser("demo", help="run the example agent graph and print its report")
-    demo.add_argument("--question", default="Why does my deploy fail after the upgrade?")
-    demo.add_argument(
-        "--runs", type=int, default=2, help="runs (the later ones use learned estimates)"
+    demo = sub.add_parser(
+        "demo", help="strategies side by side and one agent run, on the simulated fleet"
     )
+    demo.add_argument("--question", default="Why does my deploy fail after the upgrade?")
+    demo.add_argument("--questions", type=int, default=None, help="questions per strategy")
+    demo.add_argument("--base-url", default=None, help="an OpenAI-compatible server (.../v1)")
+    demo.add_argument("--model", action="append", help="a served model, cheapest first; repeat")
+    demo.add_argument("--api-key-env", default=None, help="environment variable with the key")
+    demo.add_argument("--data", default=None, help="recorded answers (e.g. ../shared/data)")
+    demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="critpath-demo-timeline.html", help="timeline HTML file")
     demo.add_argument("--report-json", default=None, help="also save the report as JSON here")
     demo.add_argument("--json", action="store_true", help="print JSON instead of text")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--trace", choices=["console", "otlp"], help="export OpenTelemetry spans")
     demo.set_defaults(func=_cmd_demo)
 

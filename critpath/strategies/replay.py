@@ -24,20 +24,16 @@ How it is fair:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import math
-import statistics
 from collections import Counter
-from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from critpath.adapters.completion import complete
-from critpath.adapters.protocol import Chunk, Model, ModelRequest, make_request
+from critpath.adapters.protocol import Model, ModelRequest, make_request
 from critpath.adapters.sim.answers import (
     LETTERS,
     Answer,
@@ -48,10 +44,9 @@ from critpath.adapters.sim.answers import (
 from critpath.adapters.sim.clock import run_virtual
 from critpath.adapters.sim.model import SimulatedModel
 from critpath.adapters.sim.profiles import PROFILES, profile_for_params
-from critpath.adapters.stats import EndpointStats
-from critpath.cascades.cascade import Cascade, CascadeResult, Tier
+from critpath.cascades.cascade import Cascade, Tier
 from critpath.cascades.decisions import Score, accept, fit_threshold, normalise_answer
-from critpath.cascades.refine import DraftDelta, Final, Refine
+from critpath.cascades.refine import Refine
 from critpath.cascades.scorers import (
     AbstentionScorer,
     AgreementScorer,
@@ -59,8 +54,9 @@ from critpath.cascades.scorers import (
     LogprobScorer,
     Scorer,
 )
-from critpath.cascades.vote import Vote, VoteResult
+from critpath.cascades.vote import Vote
 from critpath.errors import ConfigError, ModelError
+from critpath.strategies.evaluate import Metered, Outcome, ask, ms, summarise
 from critpath.strategies.spec import (
     CascadeSpec,
     ModelRef,
@@ -120,102 +116,6 @@ def in_calibration(question_id: str, fraction: float, split_seed: int = 0) -> bo
     key = (f"{split_seed}:" if split_seed else "") + question_id
     h = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big")
     return h / 2**64 < fraction
-
-
-# ---- metering -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Meter:
-    calls: int = 0
-    cost: float = 0.0
-    tokens: int = 0
-
-
-_METER: ContextVar[_Meter | None] = ContextVar("critpath_replay_meter", default=None)
-
-
-class _Metered:
-    """A model whose calls and streamed tokens are charged to the current query."""
-
-    def __init__(self, model: SimulatedModel, price_in: float, price_out: float) -> None:
-        self.model = model
-        self.price_in = price_in / 1e6
-        self.price_out = price_out / 1e6
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def stats(self) -> EndpointStats:
-        return self.model.stats
-
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        meter = _METER.get()
-        if meter is not None:
-            meter.calls += 1
-            chars = sum(len(m.content) for m in request.messages or ()) or len(request.prompt or "")
-            meter.cost += max(1, chars // 4) * self.price_in
-        async with aclosing(self.model.stream(request)) as chunks:
-            async for chunk in chunks:
-                if meter is not None and chunk.tokens:
-                    meter.tokens += chunk.tokens
-                    meter.cost += chunk.tokens * self.price_out
-                yield chunk
-
-
-# ---- outcomes -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """One question asked of one strategy."""
-
-    question: str
-    answer: str | None
-    correct: bool
-    latency: float
-    ttft: float | None
-    cost: float
-    calls: int
-    error: str | None = None
-    detail: str = ""
-
-
-def _q(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def _ms(x: float) -> float:
-    return round(x * 1000, 1) if math.isfinite(x) else math.nan
-
-
-def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
-    """Accuracy, latency (p50/p95/p99/mean, ms), TTFT p50, mean cost (USD) and calls."""
-    n = len(outcomes)
-    lat = [o.latency for o in outcomes]
-    ttft = [o.ttft for o in outcomes if o.ttft is not None]
-    return {
-        "n": n,
-        "accuracy": round(sum(o.correct for o in outcomes) / n, 4) if n else math.nan,
-        "latency_ms": {
-            "p50": _ms(_q(lat, 0.5)),
-            "p95": _ms(_q(lat, 0.95)),
-            "p99": _ms(_q(lat, 0.99)),
-            "mean": _ms(statistics.fmean(lat)) if lat else math.nan,
-        },
-        "ttft_ms": {"p50": _ms(_q(ttft, 0.5))},
-        "cost": round(statistics.fmean(o.cost for o in outcomes), 7) if n else math.nan,
-        "calls_per_query": round(statistics.fmean(o.calls for o in outcomes), 3) if n else 0,
-        "errors": sum(o.error is not None for o in outcomes),
-    }
 
 
 # ---- the catalog of models ------------------------------------------------------------
@@ -283,7 +183,7 @@ class Replay:
             raise ConfigError(f"no responses/*.jsonl in {data_dir}")
         for name in self.model_names:
             self.answers.responses(name)  # fail now, clearly, on a bad file
-        self.models: dict[str, _Metered] = {}
+        self.models: dict[str, Metered] = {}
         self.fresh_fleet()
         self.catalog: dict[str, ModelInfo] = {}
         self._done = 0
@@ -308,9 +208,9 @@ class Replay:
                 name,
             )
 
-    def _metered(self, model: SimulatedModel, params: float | None, base: str) -> _Metered:
+    def _metered(self, model: SimulatedModel, params: float | None, base: str) -> Metered:
         pin, pout = price_of(params, self.answers.models.get(base, {}))
-        return _Metered(model, pin, pout)
+        return Metered(model, pin, pout)
 
     # ---- asking ----------------------------------------------------------------------
 
@@ -326,50 +226,11 @@ class Replay:
         )
 
     async def ask(self, runnable: Model | Refine, q: Question) -> Outcome:
-        loop = asyncio.get_running_loop()
-        request = self.request_for(q)
-        meter = _Meter()
-        token = _METER.set(meter)
-        t0 = loop.time()
-        ttft: float | None = None
-        text = ""
-        error = None
-        detail = ""
-        try:
-            if isinstance(runnable, Refine):
-                async with aclosing(runnable.events(request)) as events:
-                    async for event in events:
-                        if isinstance(event, DraftDelta) and ttft is None and event.text:
-                            ttft = event.t
-                        elif isinstance(event, Final):
-                            text = event.text
-                            detail = "changed" if event.stats.changed else "unchanged"
-            else:
-                parts: list[str] = []
-                async with aclosing(runnable.stream(request)) as chunks:
-                    async for chunk in chunks:
-                        if chunk.text:
-                            if ttft is None:
-                                ttft = loop.time() - t0
-                            parts.append(chunk.text)
-                text = "".join(parts)
-                last = getattr(runnable, "last_result", None)
-                if isinstance(last, CascadeResult):
-                    detail = f"tier{last.tier}"
-                elif isinstance(last, VoteResult):
-                    detail = "early" if last.stopped_early else "all"
-        except ModelError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            _METER.reset(token)
-        latency = loop.time() - t0
-        answer = normalise_answer(text) if text else None
+        outcome = await ask(runnable, self.request_for(q), q.answer, question=q.id)
         self._done += 1
         if self.progress is not None and (self._done % 200 == 0 or self._done == self._total):
             self.progress(self._done, self._total, "")
-        return Outcome(
-            q.id, answer, answer == q.answer, latency, ttft, meter.cost, meter.calls, error, detail
-        )
+        return outcome
 
     async def ask_all(self, runnable: Model | Refine, qs: Sequence[Question]) -> list[Outcome]:
         return [await self.ask(runnable, q) for q in qs]
@@ -606,7 +467,7 @@ class Replay:
                     "params_b": m.params_b,
                     "profile": m.profile,
                     "calibration_accuracy": m.accuracy,
-                    "calibration_p50_ms": _ms(m.p50),
+                    "calibration_p50_ms": ms(m.p50),
                 }
                 for m in sorted(self.catalog.values(), key=lambda m: -m.accuracy)
             ],

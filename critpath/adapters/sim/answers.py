@@ -148,6 +148,10 @@ class SyntheticTask:
             )
         self._by_key = {q.id: q for q in self.questions} | {q.text: q for q in self.questions}
 
+    def question_for(self, key: str) -> Question | None:
+        """The question with this id or text, or ``None``."""
+        return self._by_key.get(key)
+
     def ability(self, model: str) -> float:
         if model in self.abilities:
             return self.abilities[model]

@@ -1,0 +1,189 @@
+"""The example chat service (``examples/chatbot``), served for real on loopback.
+
+Its model server is either the embedded simulated fleet or ``critpath sim-server``'s
+app (``SimServer``, real HTTP), so "the model server saw the abort" is checked on the
+server's own replicas. The browser test drives the page in headless Chromium
+(Debian's ``chromium`` with Playwright's Python client); it is skipped when neither is
+installed, unless ``CRITPATH_REQUIRE_BROWSER=1`` (CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from critpath.adapters.sim import Fleet, LatencyProfile, SimServer
+from critpath.asgi import AppServer
+from critpath.cascades import DiffOp, apply_revision
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from examples.chatbot import ChatConfig, create_app  # noqa: E402
+
+
+@asynccontextmanager
+async def chat_server(config: ChatConfig) -> AsyncIterator[AppServer]:
+    async with AppServer(create_app(config)) as server:
+        yield server
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    event, data = "message", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data += line[6:]
+        elif not line and data:
+            yield event, json.loads(data)
+            event, data = "message", ""
+
+
+FAST = ChatConfig(time_scale=0.05)
+
+
+async def test_chat_streams_draft_then_a_revision_that_rebuilds_the_final() -> None:
+    question = {"message": "Why does my deploy fail?"}
+    async with (
+        chat_server(FAST) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+        client.stream("POST", "/chat", json=question) as r,
+    ):
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        events = [e async for e in sse_events(r)]
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "draft"
+    assert kinds[-2:] == ["revision", "final"]
+    assert set(kinds[:-2]) == {"draft"}
+    draft = "".join(d["text"] for k, d in events if k == "draft")
+    revision, final = events[-2][1], events[-1][1]
+    assert revision["draft"] == draft
+    ops = [DiffOp(**op) for op in revision["ops"]]
+    assert apply_revision(draft, ops) == final["text"]
+    assert final["source"] == "revision"
+    assert final["changed"]
+    assert events[0][1]["t"] < final["t"]
+
+
+async def test_openai_compatible_endpoint_with_the_official_client() -> None:
+    async with chat_server(FAST) as server:
+        client = openai.AsyncOpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
+        try:
+            models = await client.models.list()
+            assert [m.id for m in models.data] == ["critpath-refine"]
+            messages: Any = [{"role": "user", "content": "Why does my deploy fail?"}]
+            whole = await client.chat.completions.create(model="critpath-refine",
+                                                         messages=messages)  # fmt: skip
+            text = whole.choices[0].message.content
+            assert text
+            assert "release notes" in text
+            stream = await client.chat.completions.create(
+                model="critpath-refine", messages=messages, stream=True,
+                stream_options={"include_usage": True},
+            )  # fmt: skip
+            parts, usage = [], None
+            async for chunk in stream:
+                if chunk.choices and chunk.choices[0].delta.content:
+                    parts.append(chunk.choices[0].delta.content)
+                usage = chunk.usage or usage
+            assert "".join(parts) == text
+            assert usage is not None
+        finally:
+            await client.close()
+
+
+async def test_bad_input_gets_clear_4xx() -> None:
+    config = ChatConfig(time_scale=0.05, max_chars=100)
+    async with chat_server(config) as server, httpx.AsyncClient(base_url=server.url) as client:
+        r = await client.post(
+            "/chat", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert r.status_code == 400
+        assert "invalid JSON" in r.json()["error"]["message"]
+        r = await client.post("/chat", json={"message": "x" * 101})
+        assert r.status_code == 413
+        assert "longer than 100" in r.json()["error"]["message"]
+        r = await client.post("/chat", json={"text": "hi"})
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "message"
+        r = await client.post("/chat", json={"message": "   "})
+        assert r.status_code == 400
+        r = await client.post("/v1/chat/completions", json={"model": "gpt-9", "messages": []})
+        assert r.status_code == 404
+        assert "unknown model" in r.json()["error"]["message"]
+        r = await client.post("/v1/chat/completions", json={"model": "critpath-refine"})
+        assert r.status_code == 400
+        r = await client.get("/healthz")
+        assert r.json()["status"] == "ok"
+
+
+SLOW = LatencyProfile(queue_s=0.01, prefill_per_token_s=0.0, ttft_sigma=0.0, tpot_s=0.05,
+                      tpot_sigma=0.0)  # fmt: skip
+
+
+async def test_a_client_that_disconnects_cancels_both_generations_on_the_model_server() -> None:
+    fleet = Fleet.synthetic(("small", "large"), profile_overrides={"small": SLOW, "large": SLOW})
+    async with SimServer(fleet) as models:
+        config = ChatConfig(base_url=models.base_url, draft_model="small", strong_model="large")
+        async with chat_server(config) as server, httpx.AsyncClient(base_url=server.url) as client:
+            async with client.stream("POST", "/chat", json={"message": "Hello there"}) as r:
+                async for kind, _ in sse_events(r):
+                    assert kind == "draft"
+                    break  # the first draft token: now go away
+            small, large = fleet["small"], fleet["large"]
+            deadline = asyncio.get_running_loop().time() + 10
+            while (small.aborted, large.aborted) != (1, 1):
+                assert asyncio.get_running_loop().time() < deadline, (small.aborted, large.aborted)
+                await asyncio.sleep(0.02)
+            assert small.scheduler.running == 0
+            assert large.scheduler.running == 0
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None:
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        async_playwright = None  # type: ignore[assignment]
+    browser_path = _chromium()
+    if async_playwright is None or browser_path is None:
+        if os.environ.get("CRITPATH_REQUIRE_BROWSER") == "1":
+            pytest.fail("CRITPATH_REQUIRE_BROWSER=1 but chromium or playwright is missing")
+        pytest.skip("needs Debian's chromium and the playwright package")
+    async with chat_server(ChatConfig(time_scale=0.3)) as server, async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=browser_path,
+                                          args=["--headless", "--no-sandbox"])  # fmt: skip
+        try:
+            page = await browser.new_page()
+            await page.goto(server.url + "/")
+            await page.fill("#message", "Why does my deploy fail?")
+            await page.click("#send")
+            await page.wait_for_function("document.getElementById('draft').textContent.length > 0")
+            # the draft is visible before the revision arrives
+            assert await page.get_attribute("#revision", "data-state") is None
+            await page.wait_for_selector("#revision[data-state='revised']", timeout=20_000)
+            assert await page.locator("#revision ins").count() > 0
+            await page.wait_for_selector("#status[data-state='done']", timeout=20_000)
+            shown = await page.inner_text("#revision")
+            final = await page.get_attribute("#revision", "data-final")
+            assert final
+            assert "release notes" in final
+            assert "release notes" in shown
+        finally:
+            await browser.close()
