@@ -57,6 +57,16 @@ def _load_benchmark(bench_dir: Path, name: str) -> ModuleType:
     return module
 
 
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from critpath.errors import ConfigError
+    from critpath.loadtest.command import main as loadtest_main
+
+    try:
+        return loadtest_main(args)
+    except ConfigError as exc:
+        raise SystemExit(f"critpath loadtest: {exc}") from exc
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from critpath.demo import DemoOptions, render, run_demo_sync
 
@@ -171,6 +181,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.add_argument("--trace", choices=["console", "otlp"], help="export OpenTelemetry spans")
     demo.set_defaults(func=_cmd_demo)
+
+    load = sub.add_parser("loadtest", help="open-loop load on a strategy or a local endpoint")
+    from critpath.loadtest.command import add_arguments as _load_arguments
+
+    _load_arguments(load)
+    load.set_defaults(func=_cmd_loadtest)
 
     bench = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. runtime)")
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")

@@ -85,13 +85,13 @@ class _DemoAnswers:
         return Answer(text, len(text.split()), None, 0.9)
 
 
-def simulated_tiers(n_questions: int = 200, *, seed: int = 0) -> Tiers:
+def simulated_tiers(n_questions: int = 200, *, seed: int = 0, time_scale: float = 1.0) -> Tiers:
     task = SyntheticTask(n_questions, seed=seed, tokens_mean=120.0, abilities=ABILITIES)
     answers = _DemoAnswers(task)
     profiles = {"small": "local-8b", "medium": "7b", "large": "api"}
     models = [
         Metered(SimulatedModel(name, profile=profile, answers=answers, seed=seed,
-                               stream_interval=8), *_SIM_PRICES[name])
+                               stream_interval=8, time_scale=time_scale), *_SIM_PRICES[name])
         for name, profile in profiles.items()
     ]  # fmt: skip
     return Tiers(models, list(task.questions), True, 512, [])

@@ -1,0 +1,170 @@
+"""``critpath loadtest``: build the targets, run the rates, print, plot (see the package)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from critpath.adapters.sim.clock import run_virtual
+from critpath.demo.table import build_strategies
+from critpath.demo.tiers import simulated_tiers
+from critpath.errors import ConfigError
+from critpath.loadtest.runner import Sample, run_load
+from critpath.loadtest.targets import ChatTarget, OpenAITarget, StrategyTarget, Target
+from critpath.plots import lines_svg
+from critpath.progress import Progress
+
+__all__ = ["ALIASES", "add_arguments", "main", "render", "run"]
+
+ALIASES = {
+    "small": "small",
+    "medium": "medium",
+    "large": "large",
+    "cascade": "cascade(small>large)",
+    "vote": "vote(all)",
+    "vote-escalate": "vote(cheaper)>large",
+    "refine": "refine(small>large)",
+}
+"""Short names of the demo's strategies on the simulated fleet (``critpath demo``)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default=None,
+                   help=f"an in-process strategy: {', '.join(ALIASES)}")  # fmt: skip
+    p.add_argument("--compare", default=None, help="several strategies, comma-separated")
+    p.add_argument("--url", default=None,
+                   help="an endpoint on loopback: .../v1/chat/completions or .../chat")  # fmt: skip
+    p.add_argument("--model", default="critpath-refine", help="model name for --url (OpenAI)")
+    p.add_argument("--rate", type=float, default=None, help="offered requests per second")
+    p.add_argument("--rates", default=None, help="a sweep: comma-separated rates")
+    p.add_argument("--requests", type=int, default=200, help="at most this many per run")
+    p.add_argument("--duration", type=float, default=60.0, help="at most this many seconds")
+    p.add_argument("--slo-ms", type=float, default=1000.0, help="goodput counts answers within")
+    p.add_argument("--drain", type=float, default=30.0, help="seconds to wait for the last")
+    p.add_argument("--real-time", action="store_true", help="in-process targets on wall-clock")
+    p.add_argument("--time-scale", type=float, default=1.0, help="simulated fleet speed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", default=None, help="write an SVG plot here")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _ticker(bar: Progress, label: str) -> Callable[[Sample], None]:
+    def tick(_sample: Sample) -> None:
+        bar.advance(1, label)
+
+    return tick
+
+
+def _rates(args: argparse.Namespace) -> list[float]:
+    if args.rates:
+        return [float(r) for r in args.rates.split(",") if r.strip()]
+    return [args.rate if args.rate is not None else 2.0]
+
+
+def _strategy_names(args: argparse.Namespace) -> list[str]:
+    names = [n.strip() for n in (args.compare or args.strategy or "").split(",") if n.strip()]
+    for n in names:
+        if n not in ALIASES:
+            raise ConfigError(f"unknown strategy {n!r}; known: {', '.join(ALIASES)}")
+    return names
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    rates = _rates(args)
+    names = _strategy_names(args)
+    if bool(names) == bool(args.url):
+        raise ConfigError("give --strategy/--compare (in process) or --url (an endpoint)")
+    runs: list[dict[str, Any]] = []
+    client: httpx.AsyncClient | None = None
+    bar = Progress(args.requests * len(rates) * max(1, len(names)), "load",
+                   enabled=False if args.json or args.no_progress else None)  # fmt: skip
+    try:
+        targets: list[tuple[str, Target]] = []
+        if args.url:
+            client = httpx.AsyncClient(timeout=httpx.Timeout(args.drain + args.duration),
+                                       limits=httpx.Limits(max_connections=1000))  # fmt: skip
+            prompts = [q.text for q in simulated_tiers(50, seed=args.seed).questions]
+            target: Target
+            if args.url.rstrip("/").endswith("/chat/completions"):
+                target = OpenAITarget(args.url, args.model, client, prompts)
+            else:
+                target = ChatTarget(args.url, client, prompts)
+            targets.append((target.name, target))
+        for rate in rates:
+            for label in names or [""]:
+                if names:  # fresh, idle replicas for every run
+                    tiers = simulated_tiers(200, seed=args.seed, time_scale=args.time_scale)
+                    runnable = dict((n, r) for n, _, r in build_strategies(tiers))[ALIASES[label]]
+                    requests = [tiers.request(q) for q in tiers.questions]
+                    target = StrategyTarget(label, runnable, requests)
+                else:
+                    target = targets[0][1]
+                result = await run_load(
+                    target, rate, max_requests=args.requests, duration=args.duration,
+                    slo_s=args.slo_ms / 1000, drain_s=args.drain, seed=args.seed,
+                    on_sample=_ticker(bar, f"{target.name} at {rate:g}/s"),
+                )  # fmt: skip
+                runs.append(result.summary())
+    finally:
+        bar.close()
+        if client is not None:
+            await client.aclose()
+    out: dict[str, Any] = {
+        "time": "real" if args.url or args.real_time else "simulated",
+        "rates": rates,
+        "runs": runs,
+    }
+    if args.plot:
+        out["plot"] = _plot(runs, rates, Path(args.plot))
+    return out
+
+
+def _plot(runs: list[dict[str, Any]], rates: list[float], path: Path) -> str:
+    series: dict[str, list[tuple[float, float]]] = {}
+    if len(rates) > 1:
+        for r in runs:
+            series.setdefault(r["target"], []).append((r["offered_rate"], r["latency_ms"]["p99"]))
+        svg = lines_svg(series, title="p99 latency vs offered load", x_label="requests / s",
+                        y_label="p99 latency (ms, log scale)")  # fmt: skip
+    else:
+        for r in runs:
+            series[r["target"]] = [(p, r["latency_ms"][f"p{p:g}"]) for p in (50.0, 90.0, 99.0)]
+        svg = lines_svg(series, title=f"latency percentiles at {rates[0]:g} requests / s",
+                        x_label="percentile", y_label="latency (ms, log scale)")  # fmt: skip
+    path.write_text(svg, encoding="utf-8")
+    return str(path.resolve())
+
+
+def render(result: dict[str, Any]) -> str:
+    unit = "simulated ms" if result["time"] == "simulated" else "ms"
+    head = (
+        f"{'target':<30} {'rate':>6} {'done':>6} {'err':>5} {'thru/s':>7} {'good/s':>7} "
+        f"{'p50':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'TTFT p50':>9} {'TTFT p99':>9}"
+    )
+    lines = [f"open-loop Poisson load ({unit}; goodput: answers within the SLO)", head,
+             "-" * len(head)]  # fmt: skip
+    for r in result["runs"]:
+        lat, ttft = r["latency_ms"], r["ttft_ms"]
+        lines.append(
+            f"{r['target'][:30]:<30} {r['offered_rate']:>6g} {r['completed']:>6} {r['errors']:>5} "
+            f"{r['throughput_rps']:>7.2f} {r['goodput_rps']:>7.2f} {lat['p50']:>8.0f} "
+            f"{lat['p90']:>8.0f} {lat['p99']:>8.0f} {lat['p99.9']:>8.0f} {ttft['p50']:>9.0f} "
+            f"{ttft['p99']:>9.0f}"
+        )
+    if result.get("plot"):
+        lines.append(f"plot: {result['plot']}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    in_process = not args.url
+    result = run_virtual(run(args)) if in_process and not args.real_time else asyncio.run(run(args))
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
