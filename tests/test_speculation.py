@@ -449,3 +449,184 @@ def test_bench_speculation_reports_the_issue_keys() -> None:
     assert set(p) >= {"sequential_ms", "parallel_ms", "streamed_ms", "critical_path_ms"}
     assert p["streamed_ms"] <= p["parallel_ms"] < p["sequential_ms"]
     assert p["critical_path_ms"] <= p["streamed_ms"] * 1.0001  # a lower bound
+
+
+# ---- review regressions -------------------------------------------------------------------
+
+
+async def test_commit_hooks_finish_before_the_run_returns_even_if_it_fails() -> None:
+    g = Graph("r", inputs=["q"])
+    gate, hook_gate, hook_started = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    log: list[str] = []
+
+    async def commit(value: Any) -> None:
+        log.append("start")
+        hook_started.set()
+        await hook_gate.wait()
+        log.append("end")
+
+    @g.route(branches=["b"], predict=lambda q: "b")
+    async def r(q: str) -> str:
+        await gate.wait()
+        return "b"
+
+    @g.step(speculative=Speculative(commit=commit))
+    async def b(q: str) -> int:
+        gate.set()  # the router decides while b is still speculative
+        await asyncio.sleep(0)
+        return 1
+
+    @g.step
+    async def other(q: str) -> None:
+        await hook_started.wait()
+        hook_gate.set()
+        raise ValueError("other failed")
+
+    with pytest.raises(StepFailedError, match="other failed"):
+        await g.run({"q": "x"})
+    assert log == ["start", "end"]
+    _assert_no_stray_tasks()
+
+
+def _undo_graph(how: str, undone: list[Any]) -> Graph:
+    g = Graph("r", inputs=["q"])
+    started = asyncio.Event()
+
+    @g.route(branches=["b"], predict=lambda q: "b")
+    async def r(q: str) -> str | None:
+        await started.wait()
+        if how == "router fails":
+            raise RuntimeError("router broke")
+        return None
+
+    @g.step(speculative=Speculative(undo=undone.append))
+    async def b(q: str) -> int:
+        started.set()
+        await asyncio.Event().wait()
+        return 1
+
+    return g
+
+
+async def test_open_speculations_are_undone_when_the_run_ends() -> None:
+    for how in ("no branch", "router fails"):
+        undone: list[Any] = []
+        g = _undo_graph(how, undone)
+        if how == "router fails":
+            with pytest.raises(StepFailedError):
+                await g.run({"q": "x"})
+        else:
+            assert "b" not in (await g.run({"q": "x"})).outputs
+        assert undone == [None], how
+        _assert_no_stray_tasks()
+
+
+def test_only_plain_steps_and_routers_speculate() -> None:
+    g = Graph("r", inputs=["items"])
+    with pytest.raises(ConfigError, match="only plain steps"):
+
+        @g.map(over="items", speculative=True)
+        async def m(item: int) -> int:
+            return item
+
+
+async def test_a_branch_whose_input_was_skipped_is_never_speculated() -> None:
+    g = Graph("r", inputs=["q"])
+    gate = asyncio.Event()
+    calls: list[Any] = []
+
+    @g.route(branches=["x"])
+    async def r0(q: str) -> None:
+        return None
+
+    @g.route(branches=["b"], predict=lambda q: "b")
+    async def r(q: str, r0: str | None = None) -> str:
+        gate.set()
+        return "b"
+
+    @g.step
+    async def x(q: str) -> int:
+        return 1
+
+    @g.step(speculative=True)
+    async def b(x: int) -> int:
+        calls.append(x)
+        return x
+
+    result = await g.run({"q": "q"})
+    assert calls == []
+    assert "b" not in result.outputs
+
+
+async def test_a_finished_wrong_guess_is_waste_not_work() -> None:
+    budget = SpeculationBudget(max_waste=0.5, burst_s=10.0)
+    g = Graph("r", inputs=["q"])
+    done = asyncio.Event()
+
+    @g.route(branches=["b", "c"], predict=lambda q: "b", speculation=Speculation(budget=budget))
+    async def r(q: str) -> str:
+        await done.wait()
+        return "c"
+
+    @g.step(speculative=True)
+    async def b(q: str) -> int:
+        done.set()
+        return 1
+
+    @g.step(speculative=True)
+    async def c(q: str) -> int:
+        return 2
+
+    result = await g.run({"q": "x"})
+    statuses = {s.name: s.status for s in result.report.steps}
+    assert statuses["b~spec"] == "cancelled"
+    assert result.outputs["c"] == 2
+    useful = sum(s.duration or 0.0 for s in result.report.steps if s.status == "ok")
+    assert budget.work == pytest.approx(useful)
+
+
+async def test_a_committed_guess_that_then_fails_runs_again() -> None:
+    g = Graph("r", inputs=["q"])
+    gate, decided = asyncio.Event(), asyncio.Event()
+    attempts: list[int] = []
+
+    @g.route(branches=["b"], predict=lambda q: "b")
+    async def r(q: str) -> str:
+        await gate.wait()
+        decided.set()
+        return "b"
+
+    @g.step(speculative=True)
+    async def b(q: str) -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            gate.set()
+            await decided.wait()  # the router chose it; now it fails
+            await asyncio.sleep(0)
+            raise RuntimeError("transient")
+        return "second"
+
+    assert (await g.run({"q": "x"})).output == "second"
+    assert len(attempts) == 2
+
+
+async def test_each_items_do_not_depend_on_the_whole_stream_in_the_report() -> None:
+    g = Graph("p", inputs=["q"])
+    release = asyncio.Event()
+
+    @g.stream
+    async def planner(q: str) -> Any:
+        for i in range(3):
+            yield i
+        await release.wait()  # keeps streaming (nothing) until the items are done
+
+    @g.each(over="planner")
+    async def ex(item: int) -> int:
+        await asyncio.sleep(0.05)
+        if item == 2:
+            release.set()
+        return item
+
+    report = (await g.run({"q": "x"})).report
+    assert "planner" not in report.step("ex[0]").deps
+    assert report.span <= report.makespan * 1.05

@@ -210,6 +210,10 @@ def _spec_from_fn(
             )
     if speculative is not False and not isinstance(speculative, bool | Speculative):
         raise ConfigError(f"step {step_name!r}: speculative= takes a bool or a Speculative")
+    if speculative and kind not in ("step", "route"):
+        raise ConfigError(
+            f"{kind} step {step_name!r}: only plain steps and routers can run speculatively"
+        )
     if predict is not None and predict != "learned" and not callable(predict):
         raise ConfigError(f"router {step_name!r}: predict= takes a function or 'learned'")
     if predict is not None and speculation is None:

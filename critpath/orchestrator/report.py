@@ -176,8 +176,16 @@ def build_report(run: Run) -> RunReport:
     for n in plan.order:
         dep_units = [r.name for p in plan.preds[n] for r in units[p]]
         router = plan.router_of.get(n)
+        tracker = nodes[n].tracker
+        producer = nodes[n].spec.over if nodes[n].spec.kind == "each" else None
         for rec in units[n]:
             preds[rec.name] = dep_units
+            if producer is not None and tracker is not None and rec.item is not None:
+                # An item waits for its own arrival (counted as queueing) and for the
+                # items it needs, not for the whole stream.
+                others = [r.name for p in plan.preds[n] if p != producer for r in units[p]]
+                needed = [f"{n}[{tracker.index_of(k)}]" for k in tracker.needs_of(rec.item)]
+                preds[rec.name] = others + needed
             if rec.speculative and router is not None:  # it did not wait for its router
                 preds[rec.name] = [u for p in plan.preds[n] if p != router for u in
                                    (r.name for r in units[p])]  # fmt: skip

@@ -171,6 +171,8 @@ class Run:
         self._wakeup: asyncio.Future[None] | None = None
         self._finished = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._hooks: set[asyncio.Task[None]] = set()
+        self._hook_errors: list[tuple[str, BaseException]] = []
         self._outcome: tuple[str, Any] | None = None
         self._report: RunReport | None = None
         self.status = "running"
@@ -307,16 +309,26 @@ class Run:
         return self._finish(cancelled)
 
     async def _stop_all(self) -> bool:
-        """Cancel every task of the run and wait until each has ended."""
+        """Cancel every task of the run and wait until each has ended; then undo the
+        speculations still open and wait for every commit/undo hook to finish."""
         if self.limiter is not None:
             self.limiter.forget(self)
+        cancelled = False
         try:
             await cancel_and_wait(self._tasks)  # no new task starts once the run resolved
         except asyncio.CancelledError:
-            return True
+            cancelled = True
         finally:
             self._tasks.clear()
-        return False
+        for node in self._nodes.values():
+            if node.spec_state is not None:  # started early, never committed and finished
+                self._cancel_speculation(node)
+        while self._hooks:  # hooks run to their end, even if we are cancelled meanwhile
+            try:
+                await asyncio.wait(set(self._hooks))
+            except asyncio.CancelledError:
+                cancelled = True
+        return cancelled
 
     def _finish(self, cancelled: bool) -> RunResult:
         self.makespan = self.now()
@@ -333,6 +345,8 @@ class Run:
             elif rec.status == "queued":
                 rec.status = "not_run"
         kind, detail = self._outcome or ("ok", None)
+        if kind == "ok" and self._hook_errors:  # an undo that failed after the run ended
+            kind, detail = "failed", self._hook_errors[0]
         if cancelled and kind == "ok":
             kind = "cancelled"
         self.status = {"ok": "ok", "deadline": "deadline", "cancelled": "cancelled"}.get(
@@ -451,7 +465,7 @@ class Run:
             if n.state != _WAITING:
                 continue
             if n.spec_state is not None:  # its router decided while it was speculated
-                if not n.excluded:
+                if not self._must_skip(n):
                     self._commit_speculation(n)
                     continue
                 self._cancel_speculation(n)
@@ -624,12 +638,17 @@ class Run:
                     if inspect.isawaitable(value):  # a sync decorator around an async fn
                         value = await value
             except Exception as exc:
-                if rec.speculative and node.spec_state == "running":
-                    # A failed guess fails nothing: the branch runs again if chosen.
+                if rec.speculative and node.spec_state in ("running", "committed"):
+                    # A failed guess fails nothing: the branch runs again if chosen
+                    # (at once, when it was chosen already).
                     rec.end = self._loop.time() - self._t0
                     rec.status = "failed"
                     rec.error = f"{type(exc).__name__}: {exc}"
-                    node.spec_state = "failed"
+                    if node.spec_state == "committed":
+                        node.spec_state = None
+                        self._ready_unit(node, None, None)
+                    else:
+                        node.spec_state = "failed"
                     return
                 if self._is_run_deadline(exc):
                     # The step's own clocks (e.g. a model call's) ran out with the run's
@@ -674,8 +693,8 @@ class Run:
                 return
             if node.spec_state == "committed":
                 node.spec_state = None
-                await self._commit_hook(node, value)
-                if self._outcome is not None:
+                if self._has_hook(node, "commit"):
+                    self._finish_commit(node, value)
                     return
         try:
             if spec.kind == "each":
@@ -822,6 +841,8 @@ class Run:
                 return  # the router decided first: nothing to gain
             if not node.spec.speculative or node.state != _WAITING or node.pending != 1:
                 continue  # side effects not declared safe, or other inputs not ready
+            if self._must_skip(node):
+                continue  # a required input was skipped: it will not run
             if any(p_.source == spec.name for p_ in node.spec.params):
                 continue  # it reads the router's value
             if p < policy.min_probability or (policy.allow is not None and not policy.allow()):
@@ -861,27 +882,46 @@ class Run:
         if state == "finished":
             node.spec_state = None
             value = node.spec_value
-
-            async def finish() -> None:
-                await self._commit_hook(node, value)
-                if self._outcome is None:
-                    self._complete(node, value)
-
-            hooks = node.spec.speculative
-            if isinstance(hooks, Speculative) and hooks.commit is not None:
-                self._spawn(finish(), f"{node.spec.name}~commit")
+            if self._has_hook(node, "commit"):
+                self._finish_commit(node, value)
             else:
                 self._complete(node, value)
         else:
             node.spec_state = "committed"  # _exec completes it when it finishes
 
-    async def _commit_hook(self, node: _Node, value: Any) -> None:
+    @staticmethod
+    def _has_hook(node: _Node, which: str) -> bool:
         hooks = node.spec.speculative
-        if isinstance(hooks, Speculative) and hooks.commit is not None:
+        return isinstance(hooks, Speculative) and getattr(hooks, which) is not None
+
+    def _hook_task(self, coro: Any, name: str) -> None:
+        """Commit/undo hooks run to their end: the run awaits them, never cancels them."""
+        task: asyncio.Task[None] = self._loop.create_task(coro, name=name)
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    def _hook_failed(self, step: str, exc: BaseException) -> None:
+        """A commit/undo hook raised: the run fails (even if it had otherwise ended ok)."""
+        self._hook_errors.append((step, exc))
+        self._resolve(("failed", (step, exc)))
+
+    def _finish_commit(self, node: _Node, value: Any) -> None:
+        """Apply a committed branch's commit hook, then complete it with ``value``."""
+        hooks = node.spec.speculative
+        assert isinstance(hooks, Speculative)
+        assert hooks.commit is not None
+        commit = hooks.commit
+
+        async def finish() -> None:
             try:
-                await call_hook(hooks.commit, value)
+                await call_hook(commit, value)
             except Exception as exc:
-                self._resolve(("failed", (node.spec.name, exc)))
+                self._hook_failed(node.spec.name, exc)
+                return
+            if self._outcome is None:
+                self._complete(node, value)
+
+        self._hook_task(finish(), f"{node.spec.name}~commit")
 
     def _cancel_speculation(self, node: _Node) -> None:
         """The router did not choose a speculated branch: cancel it, count the waste."""
@@ -892,6 +932,8 @@ class Run:
         self._emit(SpeculationCancelled(node.spec.name, self.now()))
         task = node.spec_task
         value = node.spec_value if state == "finished" else None
+        if state == "finished":
+            rec.status = "cancelled"  # its result is dropped: waste, not work
         policy = self._router_policy(node)
 
         def account(_: object = None) -> None:
@@ -917,10 +959,10 @@ class Run:
                 try:
                     await call_hook(undo, value)
                 except Exception as exc:
-                    self._resolve(("failed", (node.spec.name, exc)))
+                    self._hook_failed(node.spec.name, exc)
 
         if undo is not None:
-            self._spawn(undo_after(), f"{node.spec.name}~undo")
+            self._hook_task(undo_after(), f"{node.spec.name}~undo")
 
     def _router_policy(self, node: _Node) -> Any:
         router = self._plan.router_of.get(node.spec.name)

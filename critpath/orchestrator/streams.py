@@ -94,6 +94,14 @@ class ItemTracker:
         needs = self._needs(item) if self._needs is not None else ()
         return {k: self.results[self._index[k]] for k in needs}
 
+    def needs_of(self, index: int) -> list[Hashable]:
+        """The keys item ``index`` needs."""
+        item = self.items[index]
+        return list(self._needs(item)) if self._needs is not None else []
+
+    def index_of(self, key: Hashable) -> int:
+        return self._index[key]
+
     def close(self) -> None:
         """The stream ended: every waiting item must be able to run eventually."""
         self.closed = True
