@@ -41,6 +41,7 @@ from typing import Any
 from critpath.adapters import complete, make_request
 from critpath.adapters.sim import FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.answers import Answer
+from critpath.estimates import percentile
 from critpath.orchestrator import Graph, StepContext
 from critpath.orchestrator.speculation import Speculation
 
@@ -61,8 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _q(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+    return percentile(values, q)
 
 
 # ---- router -----------------------------------------------------------------------------

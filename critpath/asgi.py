@@ -45,16 +45,38 @@ class AppServer:
         except ImportError as exc:
             raise ConfigError("serving needs uvicorn: pip install 'critpath[serve]'") from exc
         sock = _bind(self.host, self.port)
+        try:
+            await self._serve(uvicorn, sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _serve(self, uvicorn: Any, sock: Any) -> None:
         config = uvicorn.Config(self.app, lifespan=self.lifespan, ws="none", log_config=None,
                                 log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=2)  # fmt: skip
         self._server = server = uvicorn.Server(config)
-        self._task = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started:
-            if self._task.done():
-                await self._task
-                raise ConfigError(f"the server on {self.host}:{self.port} stopped while starting")
-            await asyncio.sleep(0.005)
+
+        async def serve() -> None:
+            try:
+                await server.serve(sockets=[sock])
+            except SystemExit as exc:  # uvicorn exits when the app's startup fails
+                raise ConfigError(f"the app failed to start (uvicorn exit {exc.code})") from None
+
+        self._task = task = asyncio.create_task(serve())
+        try:
+            while not server.started:
+                if task.done():
+                    await task
+                    raise ConfigError(f"the server on {self.host}:{self.port} stopped starting")
+                await asyncio.sleep(0.005)
+        except BaseException:
+            if not task.done():
+                server.should_exit = True
+                task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._task = None
+            raise
         self.port = int(server.servers[0].sockets[0].getsockname()[1])
 
     async def stop(self) -> None:

@@ -63,7 +63,7 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
     try:
         return loadtest_main(args)
-    except ConfigError as exc:
+    except (ConfigError, OSError) as exc:
         raise SystemExit(f"critpath loadtest: {exc}") from exc
 
 
@@ -90,7 +90,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise SystemExit("critpath demo: --model needs --base-url")
     if opts.base_url and not opts.models:
         raise SystemExit("critpath demo: --base-url needs at least one --model NAME")
-    result = run_demo_sync(opts)
+    if opts.questions is not None and opts.questions < 1:
+        raise SystemExit("critpath demo: --questions must be >= 1")
+    for path in (opts.timeline, opts.report_json):
+        if path is not None and not path.parent.is_dir():
+            raise SystemExit(f"critpath demo: no folder {path.parent} for {path.name}")
+    from critpath.errors import CritpathError
+
+    try:
+        result = run_demo_sync(opts)
+    except (CritpathError, OSError) as exc:
+        raise SystemExit(f"critpath demo: {type(exc).__name__}: {exc}") from exc
     if args.json:
         result["agent"].pop("report_text", None)
         print(json.dumps(result, indent=2))
@@ -230,12 +240,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         bparser.add_argument("--json", action="store_true", help="print one JSON object")
         module.add_arguments(bparser)
         bargs = bparser.parse_args(rest)
-        if getattr(module, "VIRTUAL_TIME", False):  # a simulation: run it on virtual time
-            from critpath.adapters.sim.clock import run_virtual
+        from critpath.errors import ConfigError
 
-            result = run_virtual(module.run(bargs))
-        else:
-            result = asyncio.run(module.run(bargs))
+        try:
+            if getattr(module, "VIRTUAL_TIME", False):  # a simulation: on virtual time
+                from critpath.adapters.sim.clock import run_virtual
+
+                result = run_virtual(module.run(bargs))
+            else:
+                result = asyncio.run(module.run(bargs))
+        except (ConfigError, OSError) as exc:
+            raise SystemExit(f"critpath bench {known.name}: {exc}") from exc
         print(json.dumps(result, indent=2) if bargs.json else module.render(result))
         return 0
 

@@ -47,6 +47,8 @@ class _Axis:
         lo, hi = min(finite), max(finite)
         if log:
             lo, hi = 10 ** math.floor(math.log10(lo)), 10 ** math.ceil(math.log10(hi))
+            if hi <= lo:  # every value the same power of ten
+                hi = lo * 10
         else:
             pad = (hi - lo) * 0.08 or abs(hi) * 0.1 or 1.0
             lo, hi = lo - pad, hi + pad
@@ -134,6 +136,8 @@ def scatter_svg(
     colours = _colour_of([p.group for p in points])
     for p in points:
         if not (math.isfinite(p.x) and math.isfinite(p.y)) or (log_x and p.x <= 0):
+            continue
+        if log_y and p.y <= 0:
             continue
         px, py, c = x.px(p.x), y.px(p.y), colours[p.group]
         tip = f"{html.escape(p.label)}: {_fmt(p.x)}, {_fmt(p.y)}"

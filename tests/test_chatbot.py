@@ -26,6 +26,7 @@ import pytest
 from critpath.adapters.sim import Fleet, LatencyProfile, SimServer
 from critpath.asgi import AppServer
 from critpath.cascades import DiffOp, apply_revision
+from critpath.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -172,7 +173,7 @@ async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None
         try:
             page = await browser.new_page()
             await page.goto(server.url + "/")
-            await page.fill("#message", "Why does my deploy fail?")
+            await page.fill("#message", "Why does my 😀 deploy fail?")  # offsets past an emoji
             await page.click("#send")
             await page.wait_for_function("document.getElementById('draft').textContent.length > 0")
             # the draft is visible before the revision arrives
@@ -185,5 +186,43 @@ async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None
             assert final
             assert "release notes" in final
             assert "release notes" in shown
+            kept = await page.evaluate(
+                "() => { const c = document.getElementById('revision').cloneNode(true);"
+                " c.querySelectorAll('del').forEach((d) => d.remove()); return c.textContent; }"
+            )
+            assert kept == final  # what the page shows, less deletions, is the final text
+            before = await page.evaluate(
+                "() => { const c = document.getElementById('revision').cloneNode(true);"
+                " c.querySelectorAll('ins').forEach((i) => i.remove()); return c.textContent; }"
+            )
+            draft = await page.evaluate("() => document.getElementById('draft').textContent")
+            assert before == draft  # and less insertions, the draft
         finally:
             await browser.close()
+
+
+async def test_more_bad_input_is_a_clear_4xx_never_a_500() -> None:
+    async with chat_server(FAST) as server, httpx.AsyncClient(base_url=server.url) as client:
+        lone = b'{"messages":[{"role":"user","content":"hi \\ud800 there"}]}'
+        r = await client.post("/v1/chat/completions", content=lone,
+                              headers={"content-type": "application/json"})  # fmt: skip
+        assert r.status_code == 400
+        r = await client.post("/v1/chat/completions", json={"model": 5, "messages": []})
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "model"
+        big = b'{"message": "' + b"x" * 100_000 + b'"}'
+        r = await client.post("/chat", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+
+
+async def test_an_app_that_fails_to_start_is_a_config_error() -> None:
+    from starlette.applications import Starlette
+
+    @asynccontextmanager
+    async def broken(_app: Starlette) -> AsyncIterator[None]:
+        raise RuntimeError("no database")
+        yield
+
+    with pytest.raises(ConfigError, match="failed to start"):
+        async with AppServer(Starlette(lifespan=broken)):
+            pass

@@ -153,6 +153,13 @@ def test_command_errors_are_clear() -> None:
     done = _loadtest("--url", "http://example.com/chat", check=False)
     assert done.returncode != 0
     assert "loopback" in done.stderr
+    done = _loadtest("--url", "http://127.0.0.1:9/chat", "--requests", "3", "--rate", "50",
+                     check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "no request succeeded" in done.stderr
+    assert "ConnectError" in done.stdout
+    done = _loadtest("--strategy", "large", "--rates", "abc", check=False)
+    assert "--rates takes numbers" in done.stderr
     done = _loadtest(check=False)
     assert done.returncode != 0
     assert "--url" in done.stderr

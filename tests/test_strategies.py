@@ -405,3 +405,8 @@ def test_plots_label_every_point_and_reject_empty_input() -> None:
         scatter_svg([], title="t", x_label="x", y_label="y")
     with pytest.raises(ConfigError):
         lines_svg({"x": [(1.0, -1.0)]}, title="t", x_label="x", y_label="y")
+    # one decade only, or a single point, still draws (no division by zero)
+    assert "<polyline" in lines_svg({"a": [(1, 100.0), (2, 100.0)]}, title="t", x_label="x",
+                                    y_label="y")  # fmt: skip
+    assert "<circle" in scatter_svg([Point("a", 1000.0, 0.5)], title="t", x_label="x",
+                                    y_label="y")  # fmt: skip

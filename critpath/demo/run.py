@@ -38,11 +38,12 @@ class DemoOptions:
 
 def _tiers(opts: DemoOptions) -> Tiers:
     if opts.base_url:
-        return real_tiers(opts.base_url, opts.models, n_questions=opts.questions or 20,
+        n = opts.questions if opts.questions is not None else 20
+        return real_tiers(opts.base_url, opts.models, n_questions=n,
                           seed=opts.seed, api_key_env=opts.api_key_env)  # fmt: skip
     if opts.models:
         raise ValueError("--model needs --base-url")
-    return simulated_tiers(opts.questions or 200, seed=opts.seed)
+    return simulated_tiers(opts.questions if opts.questions is not None else 200, seed=opts.seed)
 
 
 async def run_demo(opts: DemoOptions) -> dict[str, Any]:
@@ -82,7 +83,7 @@ async def _recorded_table(opts: DemoOptions) -> dict[str, Any]:
         bar.total = max(total, 1)
         bar.advance(done - bar.done)
 
-    limit = opts.questions or 1500
+    limit = opts.questions if opts.questions is not None else 1500
     replay = Replay(data, load_strategies(), limit=limit, seed=opts.seed, progress=progress)
     try:
         result = await replay.run()

@@ -55,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _check_plot_folder(plot: str | None) -> None:
+    if plot and not Path(plot).resolve().parent.is_dir():
+        raise ConfigError(f"no folder for the plot {plot!r}")
+
+
 def _ticker(bar: Progress, label: str) -> Callable[[Sample], None]:
     def tick(_sample: Sample) -> None:
         bar.advance(1, label)
@@ -64,7 +69,10 @@ def _ticker(bar: Progress, label: str) -> Callable[[Sample], None]:
 
 def _rates(args: argparse.Namespace) -> list[float]:
     if args.rates:
-        return [float(r) for r in args.rates.split(",") if r.strip()]
+        try:
+            return [float(r) for r in args.rates.split(",") if r.strip()]
+        except ValueError as exc:
+            raise ConfigError(f"--rates takes numbers separated by commas: {exc}") from exc
     return [args.rate if args.rate is not None else 2.0]
 
 
@@ -79,6 +87,7 @@ def _strategy_names(args: argparse.Namespace) -> list[str]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rates = _rates(args)
     names = _strategy_names(args)
+    _check_plot_folder(args.plot)
     if bool(names) == bool(args.url):
         raise ConfigError("give --strategy/--compare (in process) or --url (an endpoint)")
     runs: list[dict[str, Any]] = []
@@ -158,6 +167,8 @@ def render(result: dict[str, Any]) -> str:
             f"{lat['p90']:>8.0f} {lat['p99']:>8.0f} {lat['p99.9']:>8.0f} {ttft['p50']:>9.0f} "
             f"{ttft['p99']:>9.0f}"
         )
+        for kind, n in r["error_kinds"].items():
+            lines.append(f"{'':<30} {n} x {kind}")
     if result.get("plot"):
         lines.append(f"plot: {result['plot']}")
     return "\n".join(lines)
@@ -167,4 +178,8 @@ def main(args: argparse.Namespace) -> int:
     in_process = not args.url
     result = run_virtual(run(args)) if in_process and not args.real_time else asyncio.run(run(args))
     print(json.dumps(result, indent=2) if args.json else render(result))
+    failed = [r for r in result["runs"] if r["completed"] == 0]
+    if failed:  # nothing answered: say why, and fail
+        kinds = sorted({k for r in failed for k in r["error_kinds"]})
+        raise ConfigError(f"no request succeeded in {len(failed)} run(s): {', '.join(kinds)}")
     return 0

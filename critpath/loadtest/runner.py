@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from critpath._tasks import cancel_and_wait
+from critpath.estimates import percentile
 from critpath.loadtest.arrivals import poisson_arrivals
 from critpath.loadtest.targets import Target
 
@@ -46,10 +47,7 @@ class LoadResult:
 
 
 def _pct(values: Sequence[float], p: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+    return percentile(values, p / 100)
 
 
 def _ms(x: float) -> float:
@@ -103,10 +101,13 @@ async def run_load(
     samples: list[Sample] = []
     t0 = loop.time()
 
-    async def one(i: int) -> None:
-        sent = loop.time()
+    async def one(i: int, at: float) -> None:
+        sent = t0 + at  # the scheduled arrival: a late start counts as latency
+        late = loop.time() - sent
         try:
             ttft = await target(i)
+            if ttft is not None:
+                ttft += late
         except asyncio.CancelledError:
             sample = Sample(sent - t0, None, None, "unfinished: still running when the test ended")
             samples.append(sample)
@@ -127,7 +128,7 @@ async def run_load(
             delay = t0 + at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i), name=f"critpath-load-{i}"))
+            tasks.append(asyncio.create_task(one(i, at), name=f"critpath-load-{i}"))
         if tasks:
             await asyncio.wait(tasks, timeout=drain_s)
     finally:

@@ -39,7 +39,9 @@ def loopback_url(url: str) -> str:
     try:
         check_host(parts.hostname)
     except ConfigError as exc:
-        raise ConfigError(f"load tests stay on loopback: {exc}") from exc
+        raise ConfigError(
+            f"load tests stay on loopback: {parts.hostname!r} is not a loopback address"
+        ) from exc
     return url
 
 
@@ -134,5 +136,5 @@ class ChatTarget:
                 elif event == "error":
                     raise RuntimeError(json.loads(data).get("message", "error"))
                 elif event == "final":
-                    return ttft if ttft is not None else loop.time() - start
+                    return ttft
         raise RuntimeError("the stream ended without a final event")

@@ -26,6 +26,7 @@ from critpath.cascades.decisions import normalise_answer
 from critpath.cascades.refine import DraftDelta, Final, Refine
 from critpath.cascades.vote import VoteResult
 from critpath.errors import ModelError
+from critpath.estimates import percentile
 
 __all__ = ["Metered", "Outcome", "ask", "ms", "quantile", "summarise"]
 
@@ -95,10 +96,8 @@ class Outcome:
 
 
 def quantile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[min(len(s) - 1, int(q * len(s)))]
+    """The nearest-rank percentile (``critpath.estimates.percentile``)."""
+    return percentile(values, q)
 
 
 def ms(x: float) -> float:

@@ -167,7 +167,11 @@ class Replay:
         self.stream_interval = stream_interval
         self.progress = progress
         questions = self.answers.questions
-        if limit:  # a sample spread over the whole set (files are often sorted by topic)
+        if limit is not None and limit < 1:
+            raise ConfigError(f"limit must be >= 1 question, got {limit}")
+        if (
+            limit is not None
+        ):  # a sample spread over the whole set (files are often sorted by topic)
             keep = set(sorted((q.id for q in questions), key=_sample_key)[:limit])
             questions = [q for q in questions if q.id in keep]
         f = strategies.calibration_fraction

@@ -161,14 +161,23 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
             for c in clients:
                 await c.aclose()
 
+    limit = cfg.max_chars * 8 + 4096  # bytes: JSON escapes can take 6 per character
+
     async def body_of(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > cfg.max_chars * 8 + 4096:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
             raise APIError(413, "request body too large")
+        raw = bytearray()
+        async for part in request.stream():  # stop reading at the limit
+            raw += part
+            if len(raw) > limit:
+                raise APIError(413, "request body too large")
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = json.loads(raw)
+            json.dumps(body, ensure_ascii=False).encode("utf-8")  # lone surrogates: invalid
+        except (json.JSONDecodeError, UnicodeError) as exc:
             raise APIError(400, f"invalid JSON: {exc}") from exc
+        return body
 
     async def page(_request: Request) -> Response:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
@@ -223,6 +232,8 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
     async def completions(request: Request) -> Response:
         try:
             body = await body_of(request)
+            if isinstance(body, dict) and not isinstance(body.get("model", ""), str):
+                return _error(400, "model must be a string", "model")
             if isinstance(body, dict) and body.get("model") not in (MODEL_NAME, None):
                 return _error(404, f"unknown model {body.get('model')!r}; use {MODEL_NAME!r}",
                               "model")  # fmt: skip
