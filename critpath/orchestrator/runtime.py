@@ -31,19 +31,21 @@ from critpath.errors import (
     StepFailedError,
 )
 from critpath.estimates import Estimates
+from critpath.orchestrator._nodes import ACTIVE as _ACTIVE
+from critpath.orchestrator._nodes import DONE as _DONE
+from critpath.orchestrator._nodes import SKIPPED as _SKIPPED
+from critpath.orchestrator._nodes import WAITING as _WAITING
+from critpath.orchestrator._nodes import Node as _Node
+from critpath.orchestrator._pipelines import Pipelines
 from critpath.orchestrator.analysis import bottom_levels
 from critpath.orchestrator.context import StepContext, _set_current, priority_of
 from critpath.orchestrator.events import (
     RouteChosen,
     RunEvent,
     RunFinished,
-    SpeculationCancelled,
-    SpeculationCommitted,
-    SpeculationStarted,
     StepCancelled,
     StepFailed,
     StepFinished,
-    StepItem,
     StepPartial,
     StepQueued,
     StepSkipped,
@@ -52,52 +54,15 @@ from critpath.orchestrator.events import (
 from critpath.orchestrator.limits import Limiter
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
-from critpath.orchestrator.speculation import (
-    SpeculationStats,
-    Speculative,
-    call_hook,
-    learned_prediction,
-    normalise_prediction,
-)
-from critpath.orchestrator.streams import ItemTracker
+from critpath.orchestrator.speculation import SpeculationStats
 
 if TYPE_CHECKING:
     from critpath.orchestrator.graph import Graph, StepSpec, _Plan
 
 __all__ = ["Run", "RunResult"]
 
-_WAITING, _ACTIVE, _DONE, _SKIPPED = 0, 1, 2, 3
 _DEADLINE_SLOP_S = 0.02  # a step's timeout this close to the run's deadline is the deadline
 _SCOPE_MARGIN_S = 0.005  # end this much before an enclosing deadline scope fires
-
-
-class _Node:
-    __slots__ = (
-        "blevel", "consumers", "excluded", "items", "left", "pending", "producer", "records",
-        "results", "spec", "spec_state", "spec_task", "spec_value", "state", "succs",
-        "tracker", "value",
-    )  # fmt: skip
-
-    def __init__(self, spec: StepSpec, pending: int, blevel: float) -> None:
-        self.spec = spec
-        self.pending = pending
-        self.blevel = blevel
-        self.state = _WAITING
-        self.excluded = False
-        self.value: Any = None
-        self.records: list[StepRecord] = []
-        self.results: list[Any] = []
-        self.left = 0
-        self.succs: list[_Node] = []
-        # streams: a producer's items and consumers; a consumer's producer and tracker
-        self.items: list[Any] = []
-        self.consumers: list[_Node] = []
-        self.producer: _Node | None = None
-        self.tracker: ItemTracker | None = None
-        # speculation of a branch: None, "running", "finished", "failed", "committed"
-        self.spec_state: str | None = None
-        self.spec_task: asyncio.Task[None] | None = None
-        self.spec_value: Any = None
 
 
 class RunResult:
@@ -128,7 +93,7 @@ class RunResult:
         return f"RunResult(status={self.status!r}, output={self.output!r})"
 
 
-class Run:
+class Run(Pipelines):
     """One execution of a graph. Await it for its ``RunResult``; iterate ``events()``.
 
     ``async with graph.start(inputs) as run:`` guarantees the run is finished (or
@@ -710,263 +675,6 @@ class Run:
                 self._complete(node, value)
         except Exception as exc:  # releasing dependants raised: fail the run, never hang
             self._resolve(("failed", (rec.name, exc)))
-
-    # ---- streams --------------------------------------------------------------------
-
-    async def _produce(self, node: _Node, rec: StepRecord, kwargs: dict[str, Any]) -> list[Any]:
-        """Run a stream step: hand each item to its consumers as it comes."""
-        for c in node.consumers:  # consumers whose other inputs are ready arm now
-            if c.state == _WAITING and c.pending == 0:
-                self._on_ready(c)
-        agen = node.spec.fn(**kwargs)
-        try:
-            async for item in agen:
-                node.items.append(item)
-                self._emit(StepItem(rec.name, self.now(), len(node.items) - 1, item))
-                for c in node.consumers:
-                    if c.tracker is not None and c.state == _ACTIVE:
-                        self._offer(c, item)
-        finally:
-            await agen.aclose()
-        return list(node.items)
-
-    def _arm(self, node: _Node) -> None:
-        """An ``each`` step may start: take the items its stream produced so far."""
-        spec = node.spec
-        node.tracker = ItemTracker(key=spec.key, needs=spec.needs)
-        producer = node.producer
-        assert producer is not None
-        for item in list(producer.items):
-            if self._outcome is not None or node.state != _ACTIVE:
-                return
-            self._offer(node, item)
-        if producer.state == _DONE:
-            self._close_stream(node)
-
-    def _offer(self, node: _Node, item: Any) -> None:
-        tracker = node.tracker
-        assert tracker is not None
-        try:
-            ready = tracker.add(item)
-        except Exception as exc:  # a duplicate key, a key function that raised...
-            self._fail_node(node, exc)
-            return
-        for i in ready:
-            self._ready_unit(node, i, tracker.items[i])
-
-    def _close_stream(self, node: _Node) -> None:
-        tracker = node.tracker
-        assert tracker is not None
-        try:
-            tracker.close()
-        except Exception as exc:
-            self._fail_node(node, exc)
-            return
-        if tracker.finished and node.state == _ACTIVE:
-            if not tracker.items:
-                now = self.now()
-                node.records.append(StepRecord(node.spec.name, node.spec.name, None, "each",
-                                               status="ok", start=now, end=now))  # fmt: skip
-            self._complete(node, tracker.ordered_results())
-
-    def _item_done(self, node: _Node, index: int, value: Any) -> None:
-        tracker = node.tracker
-        assert tracker is not None
-        try:
-            ready = tracker.done(index, value)
-            tracker.check()
-        except Exception as exc:
-            self._fail_node(node, exc)
-            return
-        for i in ready:
-            self._ready_unit(node, i, tracker.items[i])
-        if tracker.finished:
-            self._complete(node, tracker.ordered_results())
-
-    def _fail_node(self, node: _Node, exc: BaseException) -> None:
-        rec = StepRecord(node.spec.name, node.spec.name, None, node.spec.kind, ready=self.now())
-        node.records.append(rec)
-        self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
-
-    # ---- speculation ----------------------------------------------------------------
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        """A helper task owned by the run (cancelled and awaited with it)."""
-        task: asyncio.Task[None] = self._loop.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _speculate(self, router: _Node, kwargs: dict[str, Any]) -> None:
-        """Ask the router's predictor (at the router's start) and start the predicted
-        branches it allows; an async predictor is awaited in a task of the run."""
-        spec = router.spec
-        try:
-            if spec.predict == "learned":
-                guess: Any = learned_prediction(self.estimates.route_counts(spec.name))
-            else:
-                assert spec.predict is not None
-                wanted = inspect.signature(spec.predict).parameters
-                guess = spec.predict(**{k: v for k, v in kwargs.items() if k in wanted})
-        except Exception:  # a failed guess costs the speculation, never the run
-            self.speculation.refused += 1
-            return
-        if inspect.isawaitable(guess):
-            awaitable = guess
-
-            async def later() -> None:
-                try:
-                    value = await awaitable
-                except Exception:
-                    self.speculation.refused += 1
-                    return
-                self._start_predicted(router, value)
-
-            self._spawn(later(), f"{spec.name}~predict")
-        else:
-            self._start_predicted(router, guess)
-
-    def _start_predicted(self, router: _Node, guess: Any) -> None:
-        spec = router.spec
-        policy = spec.speculation
-        assert policy is not None
-        stats = self.speculation
-        try:
-            choices = normalise_prediction(guess, spec.branches)[: policy.top_k]
-        except Exception:
-            stats.refused += 1
-            return
-        for branch, p in choices:
-            node = self._nodes[branch]
-            if router.state != _ACTIVE or self._outcome is not None:
-                return  # the router decided first: nothing to gain
-            if not node.spec.speculative or node.state != _WAITING or node.pending != 1:
-                continue  # side effects not declared safe, or other inputs not ready
-            if self._must_skip(node):
-                continue  # a required input was skipped: it will not run
-            if any(p_.source == spec.name for p_ in node.spec.params):
-                continue  # it reads the router's value
-            if p < policy.min_probability or (policy.allow is not None and not policy.allow()):
-                stats.refused += 1
-                continue
-            budget = policy.budget
-            if budget is not None and not budget.allows((1 - p) * self._predicted[branch]):
-                stats.refused += 1
-                continue
-            node.spec_state = "running"
-            stats.started += 1
-            self._emit(SpeculationStarted(branch, self.now(), spec.name, p))
-            self._ready_unit(node, None, None, speculative=True)
-
-    def _spec_record(self, node: _Node) -> StepRecord:
-        return next(r for r in reversed(node.records) if r.speculative)
-
-    def _commit_speculation(self, node: _Node) -> None:
-        """The router chose a speculated branch: keep its work."""
-        rec = self._spec_record(node)
-        router_end = self.now()
-        state = node.spec_state
-        node.state = _ACTIVE
-        if state == "failed":  # the guess was right but its run failed: run it for real
-            node.spec_state = None
-            self._ready_unit(node, None, None)
-            return
-        stats = self.speculation
-        stats.committed += 1
-        start = rec.start if rec.start is not None else router_end
-        saved = max(0.0, router_end - start)
-        if rec.end is not None:
-            saved = min(saved, rec.end - start)
-        stats.saved_s += saved
-        rec.name = node.spec.name  # it is the step now
-        self._emit(SpeculationCommitted(node.spec.name, router_end, saved))
-        if state == "finished":
-            node.spec_state = None
-            value = node.spec_value
-            if self._has_hook(node, "commit"):
-                self._finish_commit(node, value)
-            else:
-                self._complete(node, value)
-        else:
-            node.spec_state = "committed"  # _exec completes it when it finishes
-
-    @staticmethod
-    def _has_hook(node: _Node, which: str) -> bool:
-        hooks = node.spec.speculative
-        return isinstance(hooks, Speculative) and getattr(hooks, which) is not None
-
-    def _hook_task(self, coro: Any, name: str) -> None:
-        """Commit/undo hooks run to their end: the run awaits them, never cancels them."""
-        task: asyncio.Task[None] = self._loop.create_task(coro, name=name)
-        self._hooks.add(task)
-        task.add_done_callback(self._hooks.discard)
-
-    def _hook_failed(self, step: str, exc: BaseException) -> None:
-        """A commit/undo hook raised: the run fails (even if it had otherwise ended ok)."""
-        self._hook_errors.append((step, exc))
-        self._resolve(("failed", (step, exc)))
-
-    def _finish_commit(self, node: _Node, value: Any) -> None:
-        """Apply a committed branch's commit hook, then complete it with ``value``."""
-        hooks = node.spec.speculative
-        assert isinstance(hooks, Speculative)
-        assert hooks.commit is not None
-        commit = hooks.commit
-
-        async def finish() -> None:
-            try:
-                await call_hook(commit, value)
-            except Exception as exc:
-                self._hook_failed(node.spec.name, exc)
-                return
-            if self._outcome is None:
-                self._complete(node, value)
-
-        self._hook_task(finish(), f"{node.spec.name}~commit")
-
-    def _cancel_speculation(self, node: _Node) -> None:
-        """The router did not choose a speculated branch: cancel it, count the waste."""
-        rec = self._spec_record(node)
-        state, node.spec_state = node.spec_state, None
-        stats = self.speculation
-        stats.cancelled += 1
-        self._emit(SpeculationCancelled(node.spec.name, self.now()))
-        task = node.spec_task
-        value = node.spec_value if state == "finished" else None
-        if state == "finished":
-            rec.status = "cancelled"  # its result is dropped: waste, not work
-        policy = self._router_policy(node)
-
-        def account(_: object = None) -> None:
-            end = rec.end if rec.end is not None else self.now()
-            waste = end - (rec.start if rec.start is not None else end)
-            stats.waste_s += waste
-            stats.waste_tokens += rec.ctx.tokens if rec.ctx is not None else 0
-            if policy is not None and policy.budget is not None:
-                policy.budget.record_waste(waste)
-
-        hooks = node.spec.speculative
-        undo = hooks.undo if isinstance(hooks, Speculative) else None
-        if task is not None and not task.done():
-            task.cancel()  # closes its model streams: the server aborts them
-            task.add_done_callback(account)
-        else:
-            account()
-
-        async def undo_after() -> None:
-            if task is not None:
-                await asyncio.wait({task})
-            if undo is not None:
-                try:
-                    await call_hook(undo, value)
-                except Exception as exc:
-                    self._hook_failed(node.spec.name, exc)
-
-        if undo is not None:
-            self._hook_task(undo_after(), f"{node.spec.name}~undo")
-
-    def _router_policy(self, node: _Node) -> Any:
-        router = self._plan.router_of.get(node.spec.name)
-        return self.graph.steps[router].speculation if router is not None else None
 
     def _is_run_deadline(self, exc: BaseException) -> bool:
         """A timeout raised at (or just before) the run's deadline is the deadline's."""
