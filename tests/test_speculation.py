@@ -630,3 +630,42 @@ async def test_each_items_do_not_depend_on_the_whole_stream_in_the_report() -> N
     report = (await g.run({"q": "x"})).report
     assert "planner" not in report.step("ex[0]").deps
     assert report.span <= report.makespan * 1.05
+
+
+async def test_an_async_predictor_such_as_a_fast_model() -> None:
+    # A predictor that answers before the router: its branch starts early.
+    model = Scripted("fast-classifier", open_gate=True, words=("b",))
+
+    async def fast_guess(q: str) -> str:
+        return (await complete(model, REQ)).text
+
+    decide = asyncio.Event()
+    g, runs = router_graph(decide, ["b"], predict=fast_guess)
+    run = g.start({"q": "x"})
+    async for event in run.events():
+        if isinstance(event, SpeculationStarted):
+            decide.set()  # the router decides only after the guess was acted on
+    result = await run
+    assert result.output == "b:x"
+    assert runs["b"] == 1
+    assert result.report.speculation is not None
+    assert result.report.speculation["committed"] == 1
+
+    # A predictor slower than the router: nothing is speculated, and it is stopped.
+    slow = Scripted("slow-classifier")  # starts, never answers
+    g2 = Graph("r2", inputs=["q"])
+
+    @g2.route(branches=["b2"], predict=lambda q: complete(slow, REQ))
+    async def r2(q: str) -> str:
+        await slow.started.wait()  # decide while the predictor is mid-call
+        return "b2"
+
+    @g2.step(speculative=True)
+    async def b2(q: str) -> str:
+        return "b2"
+
+    result2 = await g2.run({"q": "x"})
+    assert result2.output == "b2"
+    assert result2.report.speculation is None
+    assert slow.outcome in ("cancelled", "closed")
+    _assert_no_stray_tasks()

@@ -54,6 +54,7 @@ class Pipelines:
         _tasks: set[asyncio.Task[None]]
         _hooks: set[asyncio.Task[None]]
         _hook_errors: list[tuple[str, BaseException]]
+        _predicting: dict[str, asyncio.Task[None]]
 
         def now(self) -> float: ...
         def _emit(self, event: RunEvent) -> None: ...
@@ -145,11 +146,12 @@ class Pipelines:
 
     # ---- speculation ----------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
         """A helper task owned by the run (cancelled and awaited with it)."""
         task: asyncio.Task[None] = self._loop.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _speculate(self, router: Node, kwargs: dict[str, Any]) -> None:
         """Ask the router's predictor (at the router's start) and start the predicted
@@ -176,7 +178,11 @@ class Pipelines:
                     return
                 self._start_predicted(router, value)
 
-            self._spawn(later(), f"{spec.name}~predict")
+            task = self._spawn(later(), f"{spec.name}~predict")
+            if inspect.iscoroutine(awaitable):  # cancelled before it ran: close it too
+                coro = awaitable
+                task.add_done_callback(lambda _t: coro.close())
+            self._predicting[spec.name] = task
         else:
             self._start_predicted(router, guess)
 

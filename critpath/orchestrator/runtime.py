@@ -138,6 +138,7 @@ class Run(Pipelines):
         self._tasks: set[asyncio.Task[None]] = set()
         self._hooks: set[asyncio.Task[None]] = set()
         self._hook_errors: list[tuple[str, BaseException]] = []
+        self._predicting: dict[str, asyncio.Task[None]] = {}
         self._outcome: tuple[str, Any] | None = None
         self._report: RunReport | None = None
         self.status = "running"
@@ -703,6 +704,9 @@ class Run(Pipelines):
                 self._resolve(("route", RouteError(spec.name, value, spec.branches)))
                 return
             self.estimates.observe_route(spec.name, chosen)
+            predicting = self._predicting.pop(spec.name, None)
+            if predicting is not None:  # too late to help: stop the predictor
+                predicting.cancel()
             for b in spec.branches:
                 if b not in chosen:
                     self._nodes[b].excluded = True
