@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from critpath._data import recorded_dir
-from critpath.errors import ConfigError
-from critpath.plots import Point, scatter_svg
+from critpath.plots import Point, check_plot_path, scatter_svg
 from critpath.strategies import Replay, load_strategies
 
 VIRTUAL_TIME = True
@@ -41,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    _check_plot_folder(args.plot)
+    check_plot_path(args.plot)
     data = recorded_dir(args.data)
     strategies = load_strategies(args.strategies)
 
@@ -80,11 +79,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         result["plot"] = _write(args.plot, svg)
     return result
-
-
-def _check_plot_folder(plot: str | None) -> None:
-    if plot and not Path(plot).resolve().parent.is_dir():
-        raise ConfigError(f"no folder for the plot {plot!r}")
 
 
 def _write(path: str, text: str) -> str:

@@ -61,10 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def _q(values: list[float], q: float) -> float:
-    return percentile(values, q)
-
-
 # ---- router -----------------------------------------------------------------------------
 
 
@@ -142,14 +138,14 @@ async def run_router(args: argparse.Namespace, accuracy: float) -> dict[str, Any
         arms[arm] = {"lat": lat, "work": work, "waste": waste, "tokens": tokens_wasted,
                      "counts": counts}  # fmt: skip
     off, on = arms["off"], arms["on"]
-    p50_off, p50_on = _q(off["lat"], 0.5), _q(on["lat"], 0.5)
+    p50_off, p50_on = percentile(off["lat"], 0.5), percentile(on["lat"], 0.5)
     return {
         "predict_accuracy": accuracy,
         "p50_ms_off": round(p50_off * 1000, 1),
         "p50_ms_on": round(p50_on * 1000, 1),
         "p50_cut": round(1 - p50_on / p50_off, 4),
-        "p95_ms_off": round(_q(off["lat"], 0.95) * 1000, 1),
-        "p95_ms_on": round(_q(on["lat"], 0.95) * 1000, 1),
+        "p95_ms_off": round(percentile(off["lat"], 0.95) * 1000, 1),
+        "p95_ms_on": round(percentile(on["lat"], 0.95) * 1000, 1),
         "mean_ms_off": round(statistics.fmean(off["lat"]) * 1000, 1),
         "mean_ms_on": round(statistics.fmean(on["lat"]) * 1000, 1),
         "waste_fraction": round(on["waste"] / on["work"], 4) if on["work"] else 0.0,

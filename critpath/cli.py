@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.set_defaults(func=_cmd_demo)
 
     load = sub.add_parser("loadtest", help="open-loop load on a strategy or a local endpoint")
-    from critpath.loadtest.command import add_arguments as _load_arguments
+    from critpath.loadtest.arguments import add_arguments as _load_arguments
 
     _load_arguments(load)
     load.set_defaults(func=_cmd_loadtest)

@@ -16,10 +16,11 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from critpath.errors import ConfigError
 
-__all__ = ["Point", "lines_svg", "scatter_svg"]
+__all__ = ["Point", "check_plot_path", "lines_svg", "scatter_svg"]
 
 _W, _H = 860, 520
 _LEFT, _RIGHT, _TOP, _BOTTOM = 70, 250, 40, 56
@@ -27,6 +28,12 @@ _COLOURS = (
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd",
     "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f",
 )  # fmt: skip
+
+
+def check_plot_path(path: str | None) -> None:
+    """Fail before a long run, not after it, when a plot could not be written there."""
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ConfigError(f"no folder for the plot {path!r}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from critpath.demo.table import compare, strategy_count
 from critpath.demo.tiers import Tiers, real_tiers, simulated_tiers
 from critpath.orchestrator.events import StepPartial
 from critpath.progress import Progress
+from critpath.strategies.evaluate import ROW_KEYS
 
 __all__ = ["DemoOptions", "render", "run_demo", "run_demo_sync"]
 
@@ -89,8 +90,7 @@ async def _recorded_table(opts: DemoOptions) -> dict[str, Any]:
         result = await replay.run()
     finally:
         bar.close()
-    keys = ("name", "kind", "accuracy", "latency_ms", "ttft_ms", "cost", "calls_per_query")
-    rows = [{k: r[k] for k in (*keys, "errors")} for r in result["strategies"]]
+    rows = [{k: r[k] for k in ("name", "kind", *ROW_KEYS)} for r in result["strategies"]]
     return {
         "strategies": rows,
         "n_questions": result["n_eval"],

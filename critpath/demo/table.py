@@ -17,7 +17,7 @@ from critpath.cascades.refine import Refine
 from critpath.cascades.scorers import AgreementScorer, LogprobScorer
 from critpath.cascades.vote import Vote
 from critpath.demo.tiers import Tiers
-from critpath.strategies.evaluate import Outcome, ask, summarise
+from critpath.strategies.evaluate import ROW_KEYS, Outcome, ask, summarise
 
 __all__ = ["CASCADE_THRESHOLD", "build_strategies", "compare", "strategy_count"]
 
@@ -60,8 +60,7 @@ async def compare(
             if on_question is not None:
                 on_question(name)
         s = summarise(outcomes)
-        rows.append({"name": name, "kind": kind} | {k: s[k] for k in (
-            "accuracy", "latency_ms", "ttft_ms", "cost", "calls_per_query", "errors")})  # fmt: skip
+        rows.append({"name": name, "kind": kind} | {k: s[k] for k in ROW_KEYS})
     return rows
 
 

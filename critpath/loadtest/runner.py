@@ -14,6 +14,7 @@ from critpath._tasks import cancel_and_wait
 from critpath.estimates import percentile
 from critpath.loadtest.arrivals import poisson_arrivals
 from critpath.loadtest.targets import Target
+from critpath.strategies.evaluate import ms
 
 __all__ = ["LoadResult", "Sample", "run_load", "summarise_samples"]
 
@@ -46,14 +47,6 @@ class LoadResult:
         }
 
 
-def _pct(values: Sequence[float], p: float) -> float:
-    return percentile(values, p / 100)
-
-
-def _ms(x: float) -> float:
-    return round(x * 1000, 1) if math.isfinite(x) else math.nan
-
-
 def summarise_samples(samples: Sequence[Sample], *, wall_s: float, slo_s: float) -> dict[str, Any]:
     """Throughput, goodput (answers within ``slo_s``), percentiles (ms), errors.
 
@@ -75,10 +68,10 @@ def summarise_samples(samples: Sequence[Sample], *, wall_s: float, slo_s: float)
         "wall_s": round(wall_s, 3),
         "throughput_rps": round(len(ok) / wall, 3),
         "goodput_rps": round(sum(1 for x in lat if x <= slo_s) / wall, 3),
-        "slo_ms": _ms(slo_s),
-        "latency_ms": {f"p{p:g}": _ms(_pct(lat, p)) for p in PERCENTILES}
-        | {"mean": _ms(statistics.fmean(lat)) if lat else math.nan},
-        "ttft_ms": {f"p{p:g}": _ms(_pct(ttft, p)) for p in PERCENTILES},
+        "slo_ms": ms(slo_s),
+        "latency_ms": {f"p{p:g}": ms(percentile(lat, p / 100)) for p in PERCENTILES}
+        | {"mean": ms(statistics.fmean(lat)) if lat else math.nan},
+        "ttft_ms": {f"p{p:g}": ms(percentile(ttft, p / 100)) for p in PERCENTILES},
     }
 
 

@@ -90,9 +90,7 @@ class ItemTracker:
 
     def needed_by(self, index: int) -> dict[Hashable, Any]:
         """The results of the items ``index`` needs, by key."""
-        item = self.items[index]
-        needs = self._needs(item) if self._needs is not None else ()
-        return {k: self.results[self._index[k]] for k in needs}
+        return {k: self.results[self._index[k]] for k in self.needs_of(index)}
 
     def needs_of(self, index: int) -> list[Hashable]:
         """The keys item ``index`` needs."""

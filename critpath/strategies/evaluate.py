@@ -28,7 +28,10 @@ from critpath.cascades.vote import VoteResult
 from critpath.errors import ModelError
 from critpath.estimates import percentile
 
-__all__ = ["Metered", "Outcome", "ask", "ms", "quantile", "summarise"]
+__all__ = ["ROW_KEYS", "Metered", "Outcome", "ask", "ms", "quantile", "summarise"]
+
+ROW_KEYS = ("accuracy", "latency_ms", "ttft_ms", "cost", "calls_per_query", "errors")
+"""The figures of a strategy's row (a subset of ``summarise``'s), as tables print them."""
 
 # ---- metering -------------------------------------------------------------------------
 

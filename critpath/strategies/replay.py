@@ -56,7 +56,7 @@ from critpath.cascades.scorers import (
 )
 from critpath.cascades.vote import Vote
 from critpath.errors import ConfigError, ModelError
-from critpath.strategies.evaluate import Metered, Outcome, ask, ms, summarise
+from critpath.strategies.evaluate import ROW_KEYS, Metered, Outcome, ask, ms, summarise
 from critpath.strategies.spec import (
     CascadeSpec,
     ModelRef,
@@ -490,10 +490,7 @@ class Replay:
         s = summarise(ev)
         c = summarise(cal)
         row: dict[str, Any] = {"name": name, "kind": kind, "models": models}
-        row |= {
-            k: s[k]
-            for k in ("accuracy", "latency_ms", "ttft_ms", "cost", "calls_per_query", "errors")
-        }
+        row |= {k: s[k] for k in ROW_KEYS}
         row["calibration"] = {k: c[k] for k in ("n", "accuracy", "latency_ms", "ttft_ms", "cost")}
         if fits:
             row["fit"] = fits

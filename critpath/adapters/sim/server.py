@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from critpath._data import recorded_dir
 from critpath.adapters.sim.endpoints import CompletionEndpoint, FleetService, SimulatedReset
 from critpath.adapters.sim.fleet import Fleet
 from critpath.adapters.sim.wire import error_body
@@ -133,7 +134,7 @@ def build_fleet(
     (from ``parse_faults``) and ``max_num_seqs`` applied to every replica."""
     if data is not None:
         fleet = Fleet.recorded(
-            _recorded_dir(Path(data)),
+            recorded_dir(data),
             models or None,
             seed=seed,
             time_scale=time_scale,
@@ -150,14 +151,6 @@ def build_fleet(
     if max_num_seqs is not None:
         changes["max_num_seqs"] = max_num_seqs
     return fleet.with_profile(**changes) if changes else fleet
-
-
-def _recorded_dir(data: Path) -> Path:
-    """``data`` itself, or its ``mmlu_pro/`` when ``data`` is the shared data folder."""
-    nested = data / "mmlu_pro"
-    if not (data / "questions.jsonl").is_file() and (nested / "questions.jsonl").is_file():
-        return nested
-    return data
 
 
 # ---- the app ------------------------------------------------------------------------
