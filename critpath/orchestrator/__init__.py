@@ -37,6 +37,7 @@ from critpath.orchestrator.speculation import (
     Speculative,
     Speculator,
 )
+from critpath.orchestrator.states import RunStatus, StepStatus
 from critpath.orchestrator.streams import ItemTracker
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "RunFinished",
     "RunReport",
     "RunResult",
+    "RunStatus",
     "Speculation",
     "SpeculationBudget",
     "SpeculationCancelled",
@@ -73,6 +75,7 @@ __all__ = [
     "StepSkipped",
     "StepSpec",
     "StepStarted",
+    "StepStatus",
     "analyse",
     "current_step",
 ]

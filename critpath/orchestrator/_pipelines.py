@@ -30,6 +30,7 @@ from critpath.orchestrator.speculation import (
     learned_prediction,
     normalise_prediction,
 )
+from critpath.orchestrator.states import StepStatus
 from critpath.orchestrator.streams import ItemTracker
 
 if TYPE_CHECKING:
@@ -122,7 +123,8 @@ class Pipelines:
             if not tracker.items:
                 now = self.now()
                 node.records.append(StepRecord(node.spec.name, node.spec.name, None, "each",
-                                               status="ok", start=now, end=now))  # fmt: skip
+                                               status=StepStatus.OK, start=now,
+                                               end=now))  # fmt: skip
             self._complete(node, tracker.ordered_results())
 
     def _item_done(self, node: Node, index: int, value: Any) -> None:
@@ -294,7 +296,7 @@ class Pipelines:
         task = node.spec_task
         value = node.spec_value if state == "finished" else None
         if state == "finished":
-            rec.status = "cancelled"  # its result is dropped: waste, not work
+            rec.status = StepStatus.CANCELLED  # its result is dropped: waste, not work
         policy = self._router_policy(node)
 
         def account(_: object = None) -> None:

@@ -11,20 +11,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from critpath.orchestrator.analysis import analyse
+from critpath.orchestrator.states import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from critpath.orchestrator.runtime import Run
 
 __all__ = ["RunReport", "StepRecord", "StepReport", "StepStatus", "build_report"]
 
-StepStatus = Literal[
-    "ok", "fallback", "failed", "cancelled", "skipped", "not_run", "queued", "running"
-]
 
 
 @dataclass(slots=True)
@@ -35,8 +33,14 @@ class StepRecord:
     step: str
     item: int | None
     kind: str
-    status: StepStatus = "queued"
+    status: StepStatus = StepStatus.QUEUED
     ready: float | None = None
+    released_by: str | None = None
+    """The record whose end made this unit ready (its last dependency to finish; the
+    stream producer's for an item that arrived; ``None`` if ready at the run's start)."""
+    slot_from: str | None = None
+    """When it queued for a concurrency slot: the record whose slot release started it
+    (``"<other run>"`` when a step of another run sharing the limiter freed it)."""
     start: float | None = None
     end: float | None = None
     priority: int | None = None
@@ -61,6 +65,8 @@ class StepReport(BaseModel):
     status: StepStatus
     deps: list[str]
     ready: float | None = None
+    released_by: str | None = None
+    slot_from: str | None = None
     start: float | None = None
     end: float | None = None
     duration: float | None = None
@@ -83,7 +89,7 @@ class RunReport(BaseModel):
     graph: str
     run_id: str
     started_at: float
-    status: str
+    status: RunStatus
     makespan: float
     work: float
     span: float
@@ -203,7 +209,8 @@ def build_report(run: Run) -> RunReport:
             steps.append(
                 StepReport(
                     name=r.name, step=r.step, item=r.item, kind=r.kind, status=r.status,
-                    deps=preds[r.name], ready=r.ready, start=r.start, end=r.end, duration=d,
+                    deps=preds[r.name], ready=r.ready, released_by=r.released_by,
+                    slot_from=r.slot_from, start=r.start, end=r.end, duration=d,
                     queued=(r.start - r.ready) if r.start is not None and r.ready is not None
                     else None,
                     slack=pa.slack.get(r.name) if r.status in ran else None,

@@ -55,6 +55,7 @@ from critpath.orchestrator.limits import Limiter
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
 from critpath.orchestrator.speculation import SpeculationStats
+from critpath.orchestrator.states import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from critpath.orchestrator.graph import Graph, StepSpec, _Plan
@@ -141,7 +142,7 @@ class Run(Pipelines):
         self._predicting: dict[str, asyncio.Task[None]] = {}
         self._outcome: tuple[str, Any] | None = None
         self._report: RunReport | None = None
-        self.status = "running"
+        self.status = RunStatus.RUNNING
         self.started_at = time.time()
         self._loop = asyncio.get_running_loop()
         self._t0 = self._loop.time()  # every time of a run is on the loop's clock
@@ -302,22 +303,23 @@ class Run(Pipelines):
             if not node.records:
                 node.records.append(
                     StepRecord(
-                        node.spec.name, node.spec.name, None, node.spec.kind, status="not_run"
+                        node.spec.name, node.spec.name, None, node.spec.kind,
+                        status=StepStatus.NOT_RUN,
                     )
                 )
         for rec in self._records():
             if rec.status == "running":
-                rec.status = "cancelled"
+                rec.status = StepStatus.CANCELLED
             elif rec.status == "queued":
-                rec.status = "not_run"
+                rec.status = StepStatus.NOT_RUN
         kind, detail = self._outcome or ("ok", None)
         if kind == "ok" and self._hook_errors:  # an undo that failed after the run ended
             kind, detail = "failed", self._hook_errors[0]
         if cancelled and kind == "ok":
             kind = "cancelled"
-        self.status = {"ok": "ok", "deadline": "deadline", "cancelled": "cancelled"}.get(
-            kind, "failed"
-        )
+        self.status = {
+            "ok": RunStatus.OK, "deadline": RunStatus.DEADLINE, "cancelled": RunStatus.CANCELLED
+        }.get(kind, RunStatus.FAILED)  # fmt: skip
         self._learn()
         self._charge_budgets()
         outputs = {n: node.value for n, node in self._nodes.items() if node.state == _DONE}
@@ -334,7 +336,7 @@ class Run(Pipelines):
                     partial[rec.name] = ctx.partial
             wanted = [o for o in self._plan.outputs if self._nodes[o].state != _SKIPPED]
             if wanted and all(o in partial for o in wanted):
-                self.status = "partial"
+                self.status = RunStatus.PARTIAL
                 result = RunResult(self, "partial", partial, self._output_of(partial))
             else:
                 budget = self._deadline_s if self._deadline_s is not None else self.makespan
@@ -441,8 +443,8 @@ class Run(Pipelines):
                 n.state = _SKIPPED
                 reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
                 n.records.append(
-                    StepRecord(n.spec.name, n.spec.name, None, n.spec.kind, status="skipped",
-                               error=reason)
+                    StepRecord(n.spec.name, n.spec.name, None, n.spec.kind,
+                               status=StepStatus.SKIPPED, error=reason)
                 )  # fmt: skip
                 self._emit(StepSkipped(n.spec.name, self.now(), reason))
                 self._unresolved -= 1
@@ -471,8 +473,8 @@ class Run(Pipelines):
                 n.left = len(items)
                 if not items:
                     n.records.append(
-                        StepRecord(spec.name, spec.name, None, "map", status="ok", start=self.now(),
-                                   end=self.now())
+                        StepRecord(spec.name, spec.name, None, "map", status=StepStatus.OK,
+                                   start=self.now(), end=self.now())
                     )  # fmt: skip
                     self._complete(n, [])
                     continue
@@ -507,8 +509,9 @@ class Run(Pipelines):
         name = spec.name if item is None else f"{spec.name}[{item}]"
         if speculative:
             name += "~spec"
-        rec = StepRecord(name, spec.name, item, spec.kind, status="queued", ready=self.now(),
-                         resource=spec.resource, speculative=speculative)  # fmt: skip
+        rec = StepRecord(name, spec.name, item, spec.kind, status=StepStatus.QUEUED,
+                         ready=self.now(), resource=spec.resource,
+                         speculative=speculative)  # fmt: skip
         node.records.append(rec)
         key = self._due - node.blevel  # the latest start time
         limiter = self.limiter
@@ -522,7 +525,7 @@ class Run(Pipelines):
                 return
             if rec.speculative and node.spec_state is None:  # cancelled while queued
                 limiter.release(spec.resource)
-                rec.status = "not_run"
+                rec.status = StepStatus.NOT_RUN
                 return
             self._start_unit(node, rec, value, key, True)
 
@@ -579,7 +582,7 @@ class Run(Pipelines):
             _set_deadline(self._deadline_at)
         span = telemetry.start_step_span(self, rec) if self._span is not None else None
         start = rec.start = self._loop.time() - self._t0
-        rec.status = "running"
+        rec.status = StepStatus.RUNNING
         self._emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
         fell_back = False
         try:
@@ -608,7 +611,7 @@ class Run(Pipelines):
                     # A failed guess fails nothing: the branch runs again if chosen
                     # (at once, when it was chosen already).
                     rec.end = self._loop.time() - self._t0
-                    rec.status = "failed"
+                    rec.status = StepStatus.FAILED
                     rec.error = f"{type(exc).__name__}: {exc}"
                     if node.spec_state == "committed":
                         node.spec_state = None
@@ -620,7 +623,7 @@ class Run(Pipelines):
                     # The step's own clocks (e.g. a model call's) ran out with the run's
                     # deadline: that is the run's deadline, not the step failing.
                     rec.end = self._loop.time() - self._t0
-                    rec.status = "cancelled"
+                    rec.status = StepStatus.CANCELLED
                     self._emit(StepCancelled(rec.name, rec.end, "deadline"))
                     self._resolve(("deadline", None))
                     return
@@ -638,7 +641,7 @@ class Run(Pipelines):
                 # cancelling a future it awaited). Fail the step rather than hang the run.
                 self._step_failed(rec, exc, "CancelledError raised inside the step")
                 return
-            rec.status = "cancelled"
+            rec.status = StepStatus.CANCELLED
             self._emit(StepCancelled(rec.name, rec.end, self._outcome[0] if self._outcome else ""))
             raise
         except Exception as exc:  # a fallback_fn that raised
@@ -649,7 +652,7 @@ class Run(Pipelines):
                 rec.span = span
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
         end = rec.end = self._loop.time() - self._t0
-        rec.status = "fallback" if fell_back else "ok"
+        rec.status = StepStatus.FALLBACK if fell_back else StepStatus.OK
         self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
         if self._outcome is not None:
             return
@@ -688,7 +691,7 @@ class Run(Pipelines):
 
     def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
         rec.end = self._loop.time() - self._t0
-        rec.status = "failed"
+        rec.status = StepStatus.FAILED
         rec.error = error
         self._emit(StepFailed(rec.name, rec.end, exc))
         self._resolve(("failed", (rec.name, exc)))
