@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
 from critpath._tasks import TaskSet
-from critpath.deadlines import _set_deadline, deadline_before_scope
+from critpath.deadlines import _set_deadline, current_deadline, deadline_before_scope
 from critpath.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -349,8 +349,16 @@ class Run:
             self._release([(node, None) for node in ready])
             await self._done
         except asyncio.CancelledError:
-            cancelled = True
-            self._resolve(_Outcome(_End.CANCELLED))
+            if self._scope_fired_with_deadline():
+                # The enclosing deadline scope fired in the same loop turn as the run's
+                # own (earlier) deadline: the run ended first, so it still returns its
+                # partial result, and the scope exits with it instead of a timeout.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            else:
+                cancelled = True
+                self._resolve(_Outcome(_End.CANCELLED))
         except Exception as exc:  # a defect in scheduling: fail the run, never hang it
             self._resolve(_Outcome(_End.FAILED, "<runtime>", exc))
         finally:
@@ -358,6 +366,18 @@ class Run:
                 handle.cancel()
             cancelled = await self._stop_all() or cancelled
         return self._finish(cancelled)
+
+    def _scope_fired_with_deadline(self) -> bool:
+        outcome = self._outcome
+        scope = current_deadline()
+        return (
+            outcome is not None
+            and outcome.end == _End.DEADLINE
+            and scope is not None
+            and self._deadline_at is not None
+            and self._deadline_at < scope
+            and self._loop.time() >= scope
+        )
 
     async def _stop_all(self) -> bool:
         """Cancel every task of the run and wait until each has ended (up to the grace
