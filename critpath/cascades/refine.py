@@ -65,6 +65,7 @@ from typing import Literal
 
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.wrapper import WrapperModel
 from critpath.errors import ConfigError, ModelError
 
 __all__ = [
@@ -293,7 +294,7 @@ def _has_text(chunk: Chunk) -> bool:
     return bool(chunk.text)
 
 
-class Refine:
+class Refine(WrapperModel):
     """Fast, then refine: a ``fast`` model's draft streamed at once, a ``strong`` model's
     answer (started at the same time) sent as a diff against it. See the module doc.
 
@@ -313,19 +314,23 @@ class Refine:
     ) -> None:
         if diff not in ("words", "chars"):
             raise ConfigError(f"diff must be 'words' or 'chars', got {diff!r}")
-        self.fast = fast
-        self.strong = strong
+        super().__init__([fast, strong], name=name or f"refine({fast.name}->{strong.name})")
         self.skip_if = skip_if
         self.diff = diff
-        self._name = name or f"refine({fast.name}->{strong.name})"
         self._calls = 0
         self._failed = 0
         self._abandoned = 0
         self._done: list[RefineCallStats] = []
 
     @property
-    def name(self) -> str:
-        return self._name
+    def fast(self) -> Model:
+        """The model whose draft is streamed at once."""
+        return self.wrapped[0]
+
+    @property
+    def strong(self) -> Model:
+        """The model whose answer revises the draft."""
+        return self.wrapped[1]
 
     def __repr__(self) -> str:
         return f"Refine({self.fast.name!r} -> {self.strong.name!r}, diff={self.diff!r})"
@@ -357,11 +362,8 @@ class Refine:
 
     # ---- the protocol -----------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         """The final answer's chunks only (see the module doc)."""
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         async with aclosing(self.events(request)) as events:
             async for event in events:
                 if isinstance(event, Final):
@@ -370,12 +372,9 @@ class Refine:
 
     # ---- events -----------------------------------------------------------------------
 
-    def events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
+    async def events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
         """Draft deltas, then a revision (unless skipped or the strong model failed),
         then the final. Close it (``aclosing``) if you stop reading early."""
-        return self._events(request)
-
-    async def _events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         self._calls += 1
