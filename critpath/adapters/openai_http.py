@@ -287,6 +287,7 @@ class OpenAICompatible:
             },
         )
         error: BaseException | None = None
+        ended = False  # the server sent its whole answer (or an error status)
         try:
             req = self._client.build_request(
                 "POST", self.base_url + path, json=body, headers=headers
@@ -296,7 +297,6 @@ class OpenAICompatible:
                     resp = await self._client.send(req, stream=True)
             except TimeoutError:
                 raise self._timeout("first", total_at, loop) from None
-            ended = False  # the server sent the whole answer (or an error status)
             try:
                 if resp.status_code != 200:
                     ended = True
@@ -321,15 +321,6 @@ class OpenAICompatible:
                                 usage = chunk.usage
                             yield chunk
                 ended = True
-            except (GeneratorExit, asyncio.CancelledError) as exc:
-                if not ended:
-                    _log.debug(
-                        "closing the stream of %s (request %s) before its end (%s): "
-                        "the server aborts it",
-                        self.name, request.request_id,
-                        "cancelled" if isinstance(exc, asyncio.CancelledError) else "closed",
-                    )  # fmt: skip
-                raise
             finally:
                 await resp.aclose()
             timings = clock.finish(usage.completion_tokens if usage is not None else None)
@@ -346,8 +337,14 @@ class OpenAICompatible:
             error = exc
             stats.record_error(exc)
             raise
+        except GeneratorExit:
+            if not ended:
+                self._log_abort(request, "closed by its reader")
+            raise
         except asyncio.CancelledError:
             if not _cancelled_by_expired_scope(loop):
+                if not ended:
+                    self._log_abort(request, "cancelled")
                 raise
             # The enclosing deadline scope fired before our own clock (both were due
             # together): report it as what it is. TotalTimeout is a TimeoutError, and the
@@ -359,6 +356,12 @@ class OpenAICompatible:
             stats.in_flight -= 1
             if span is not None:  # failed, cancelled or closed early
                 telemetry.end_model_span(span, error=error)
+
+    def _log_abort(self, request: ModelRequest, why: str) -> None:
+        _log.debug(
+            "%s: request %s %s before its end: its HTTP stream is closed, the server aborts it",
+            self.name, request.request_id, why,
+        )  # fmt: skip
 
     async def _read_body(
         self, resp: httpx.Response, until: float | None, phase: str, total_at: float | None
