@@ -293,6 +293,7 @@ def observed_path(
     t = makespan
     work_total = wait_total = 0.0
     entries: list[PathStep] = []
+    holder_wait_from: float | None = None  # the later entry's ready, when this one freed its slot
     for i, (s, hop) in enumerate(hops):
         end = walker.end_of(s)
         gap = 0.0  # overhead between this record's end and the later entry's start
@@ -300,14 +301,21 @@ def observed_path(
             gap, t = t - end, end
         if i > 0:  # (after the last entry, it is the run's ending: overhead, no entry's)
             entries[-1] = entries[-1].model_copy(update={"gap": gap})
+        if holder_wait_from is not None:  # the later entry waited for this one's slot
+            wait_total += max(0.0, t - holder_wait_from)
+            t = min(t, holder_wait_from)
+            holder_wait_from = None
         work = 0.0
         if s.start is not None:
             work = max(0.0, t - s.start)
             t = min(t, s.start)
         if hop.released is Release.RESOURCE and s.ready is not None:
-            w = max(0.0, t - max(s.ready, 0.0))
-            wait_total += w
-            t = min(t, max(s.ready, 0.0))
+            ready = max(s.ready, 0.0)
+            if hop.nxt is not None and hop.nxt.name == hop.by:
+                holder_wait_from = ready  # the wait ends where the holder's slot is freed
+            else:  # freed by another run (or unknown): the wait sits between dependency and start
+                wait_total += max(0.0, t - ready)
+                t = min(t, ready)
         work_total += work
         entries.append(
             PathStep(
