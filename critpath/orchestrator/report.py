@@ -236,7 +236,7 @@ class RunReport(BaseModel):
 
 def _released_text(p: PathStep) -> str:
     ms = 1000.0
-    slot = f"a {p.resource} slot" if p.resource else "a concurrency slot"
+    slot = f"a slot of {p.resource}" if p.resource else "a concurrency slot"
     if p.released is Release.RUN_START:
         return "ready at the run's start"
     if p.released is Release.DEPENDENCY:

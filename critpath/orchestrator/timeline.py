@@ -152,7 +152,7 @@ def _wait_band(p: PathStep, y: int, scale: float, makespan: float) -> str:
     if p.ready is None:
         return ""
     start = p.start if p.start is not None else makespan
-    slot = f"a {p.resource} slot" if p.resource else "a concurrency slot"
+    slot = f"a slot of {p.resource}" if p.resource else "a concurrency slot"
     by = {None: "", OTHER_RUN: ", freed by another run"}.get(p.by, f", freed by {p.by}")
     tip = f"{p.name} waited {(start - p.ready) * 1000:.1f} ms for {slot}{by}"
     return (
