@@ -9,7 +9,6 @@ import math
 import pytest
 
 from critpath import Graph, RunReport, StepContext
-from critpath.adapters.sim.clock import run_virtual
 
 TIMEOUT = 5.0
 
@@ -172,91 +171,3 @@ async def test_report_of_skipped_and_failed_steps(tmp_path) -> None:
     loaded = RunReport.load_json(report.save_json(tmp_path / "r.json"))
     assert loaded == report
     assert math.isfinite(loaded.efficiency)
-
-
-def slot_graph() -> Graph:
-    """``x`` holds the only ``r`` slot; ``e`` is ready after ``d`` but must wait for ``x``."""
-    g = Graph("slots", output="e")
-
-    @g.step(resource="r")
-    async def x() -> int:
-        await asyncio.sleep(1.0)
-        return 1
-
-    @g.step
-    async def d() -> int:
-        await asyncio.sleep(0.1)
-        return 2
-
-    @g.step(resource="r")
-    async def e(d: int) -> int:
-        await asyncio.sleep(0.5)
-        return d
-
-    return g
-
-
-def slot_report() -> RunReport:
-    async def main() -> RunReport:
-        return (await slot_graph().run(resources={"r": 1})).report
-
-    return run_virtual(main())
-
-
-def assert_path_touches(report: RunReport, tol: float = 1e-6) -> None:
-    """Each record on the observed path starts when the previous one ends, or when the
-    resource wait on the path ends; the parts of the breakdown add up to the makespan."""
-    b = report.breakdown
-    assert b is not None
-    assert b.path_work + b.resource_wait + b.overhead == report.makespan
-    assert b.overhead == pytest.approx(0.0, abs=tol)  # virtual time: no overhead
-    path = report.observed_path
-    assert path
-    assert path[0].start == pytest.approx(0.0, abs=tol)
-    assert path[-1].end == pytest.approx(report.makespan, abs=tol)
-    for before, after in itertools.pairwise(path):
-        assert before.end is not None
-        assert after.start is not None
-        wait = after.wait if after.by != before.name else 0.0
-        assert after.start == pytest.approx(before.end + wait, abs=tol)
-
-
-def test_the_observed_path_goes_through_the_slot_that_released_a_step() -> None:
-    report = slot_report()
-    assert report.critical_path == ["x"]  # on dependencies alone, x decides
-    assert [p.name for p in report.observed_path] == ["x", "e"]
-    e = report.observed_path[1]
-    assert (e.released, e.by, e.resource) == ("resource", "x", "r")
-    assert e.wait == pytest.approx(0.9)
-    assert report.step("e").queued == pytest.approx(0.9)
-    b = report.breakdown
-    assert b is not None
-    assert b.makespan == pytest.approx(1.5)
-    assert b.span == pytest.approx(1.0)
-    # x alone until e is ready (0.1), e waits for x's slot (0.9), then runs (0.5)
-    assert b.path_work == pytest.approx(0.6)
-    assert b.resource_wait == pytest.approx(0.9)
-    assert_path_touches(report)
-    text = report.to_text()
-    assert "observed path: x -> e" in text
-    assert "waited 900.0 ms for a slot of r, freed by x" in text
-    assert "breakdown: makespan 1500.0 = path work 600.0 + resource wait 900.0" in text
-
-
-def test_the_timeline_draws_the_observed_path_and_its_waits(tmp_path) -> None:
-    report = slot_report()
-    html = report.save_html(tmp_path / "slots.html").read_text(encoding="utf-8")
-    assert html.count('class="bar"') == len(report.steps)
-    assert html.count('class="path-wait"') == 1
-    assert 'class="path-wait" data-step="e"' in html
-    assert html.count('class="path-link"') == len(report.observed_path) - 1
-    assert "e waited 900.0 ms for a slot of r, freed by x" in html
-    assert "Observed path (what the finish waited on): x → e" in html
-    assert "stroke-dasharray" in html  # the dependency critical path, distinguishable
-
-
-def test_a_saved_report_keeps_its_observed_path(tmp_path) -> None:
-    report = slot_report()
-    loaded = RunReport.load_json(report.save_json(tmp_path / "slots.json"))
-    assert loaded == report
-    assert loaded.observed_path == report.observed_path
