@@ -62,7 +62,7 @@ DEFAULT_TOLERANCE = 0.005
 """Seconds within which times count as equal when inferring releasers (old reports)."""
 
 _TIE = 1e-9
-_RAN_TO_THE_END = ("failed", "ok", "fallback")
+_COMPLETED = ("ok", "fallback")
 
 
 class Release(StrEnum):
@@ -235,10 +235,10 @@ class _Walker:
 
 
 def _finish(walker: _Walker, steps: Sequence[StepReport]) -> StepReport | None:
-    """The record the run's finish waited on: the one that ended last (ties: a failure
-    first, then a step that ran to its end, on the critical path, not speculative,
-    started first); or, when nothing ran up to the run's end, a record still queued
-    for a slot then (the one ready first)."""
+    """The record the run's finish waited on: the one that ended last (near-ties, within
+    the tolerance: a failure first, then a completed step, on the critical path, not
+    speculative, ended last, started first); or, when nothing ran up to the run's end,
+    a record still queued for a slot then (the one ready first)."""
     ran = [s for s in steps if s.start is not None]
     last = max((walker.end_of(s) or 0.0 for s in ran), default=None)
     queued = [
@@ -253,7 +253,7 @@ def _finish(walker: _Walker, steps: Sequence[StepReport]) -> StepReport | None:
     near = [s for s in ran if (walker.end_of(s) or 0.0) >= last - walker.tol]
 
     def rank(s: StepReport) -> tuple[int, bool, bool, float, float, str]:
-        status = 0 if s.status == "failed" else 1 if s.status in _RAN_TO_THE_END else 2
+        status = 0 if s.status == "failed" else 1 if s.status in _COMPLETED else 2
         return (status, not s.critical, s.speculative, -(walker.end_of(s) or 0.0),
                 s.start or 0.0, s.name)  # fmt: skip
 
