@@ -1,5 +1,7 @@
 """critpath: run compound AI systems at the speed of their critical path."""
 
+import logging
+
 from critpath.deadlines import deadline, remaining
 from critpath.errors import (
     ConfigError,
@@ -35,6 +37,9 @@ from critpath.orchestrator import (
 )
 
 __version__ = "0.1.0"
+
+# Silent by default (like httpx): applications configure logging; critpath only emits.
+logging.getLogger("critpath").addHandler(logging.NullHandler())
 
 __all__ = [
     "ConfigError",

@@ -13,7 +13,9 @@
     │   ├── StepFailedError          a step raised; names the step, chains the cause
     │   ├── RouteError               a router chose a branch it does not have
     │   ├── DeadlineExceeded         the run's deadline passed (carries partial outputs)
-    │   └── RunCancelled             the run was cancelled by its owner
+    │   ├── RunCancelled             the run was cancelled by its owner
+    │   └── StepStuckError           a step ignored its cancellation past the grace period
+    ├── ScopeClosedError             work started in a scope that has ended (a Speculator)
     ├── ConfigError                  a bad option (negative limit, unknown resource...)
     └── ModelError                   a model call failed (raised by critpath.adapters)
         ├── InvalidRequestError      rejected before it was sent (pydantic validation)
@@ -78,8 +80,10 @@ __all__ = [
     "RouteError",
     "RunCancelled",
     "RunError",
+    "ScopeClosedError",
     "ServerError",
     "StepFailedError",
+    "StepStuckError",
     "TotalTimeout",
     "UnknownDependencyError",
     "is_retryable",
@@ -109,9 +113,13 @@ class DuplicateStepError(GraphError):
 
 
 class UnknownDependencyError(GraphError):
-    def __init__(self, step: str, dependency: str, known: Sequence[str] = ()) -> None:
-        hint = f"; known steps and inputs: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"step {step!r} depends on unknown step or input {dependency!r}{hint}")
+    def __init__(
+        self, step: str, dependency: str, known: Sequence[str] = (), *, hint: str = ""
+    ) -> None:
+        names = f"; known steps and inputs: {', '.join(sorted(known))}" if known else ""
+        super().__init__(
+            f"step {step!r} depends on unknown step or input {dependency!r}{names}{hint}"
+        )
         self.step = step
         self.dependency = dependency
 
@@ -181,6 +189,24 @@ class DeadlineExceeded(RunError, TimeoutError):
 
 class RunCancelled(RunError):
     """The run was cancelled by its owner (``Run.cancel``)."""
+
+
+class StepStuckError(RunError):
+    """A step did not end within the grace period after it was cancelled (it swallowed
+    its ``CancelledError``, or its clean-up blocks). The run stops waiting for it: the
+    step is reported as ``stuck``, logged, and this error names it."""
+
+    def __init__(self, step: str, grace_s: float, *, report: RunReport | None = None) -> None:
+        super().__init__(
+            f"step {step!r} ignored its cancellation for more than {grace_s:.3f}s", report=report
+        )
+        self.step = step
+        self.grace_s = grace_s
+
+
+class ScopeClosedError(CritpathError, RuntimeError):
+    """Work was started in a scope that has already ended (e.g. ``Speculator.start``
+    after its ``async with`` block): it would have no owner."""
 
 
 class ModelError(CritpathError):

@@ -1,7 +1,7 @@
 """What a running step can see and say: ``StepContext``.
 
-A step receives its context by declaring a parameter annotated ``StepContext`` (or
-named ``ctx``); code deeper down (a model adapter) finds the same object with
+A step receives its context by declaring a parameter annotated ``StepContext`` (its
+name does not matter); code deeper down (a model adapter) finds the same object with
 ``current_step()``, so the critical-path priority and the deadline reach the model
 server without being threaded through every call.
 """
@@ -13,7 +13,14 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PRIORITY_EPOCH", "StepContext", "count_tokens", "current_step", "priority_of"]
+__all__ = [
+    "PRIORITY_EPOCH",
+    "StepContext",
+    "count_tokens",
+    "current_step",
+    "priority_of",
+    "step_priority",
+]
 
 PRIORITY_EPOCH = 1_767_225_600.0
 """2026-01-01T00:00:00Z: priorities count milliseconds from here (small, positive ints)."""
@@ -33,10 +40,16 @@ def priority_of(due: float, offset: float) -> int:
 
     Ordering by the steps' latest start times alone (plain least slack first) starves
     the short steps of a run behind newer runs' critical steps on a busy server; by due
-    time first, the ``bench priority`` makespans drop 24-31% at p50 versus FIFO.
+    time first it does not (``critpath bench priority``; figures in docs/BENCHMARKS.md).
     """
-    due_ms = int((due - PRIORITY_EPOCH) * 1000)
-    return due_ms * 1000 + min(999, max(0, int(offset * 100)))
+    return step_priority(int((due - PRIORITY_EPOCH) * 1000) * 1000, offset)
+
+
+def step_priority(due_priority: int, offset: float) -> int:
+    """``priority_of`` for a run whose due-time part (``priority_of(due, 0)``) is known:
+    add the step's latest start ``offset`` (seconds) in 10 ms units, capped at 999."""
+    units = int(offset * 100)
+    return due_priority + (0 if units < 0 else 999 if units > 999 else units)
 
 
 _CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(

@@ -14,7 +14,7 @@ or a run input — so the whole DAG can be analysed statically::
     @g.step(resource="llm")               # fan-in: receives read's list of results
     async def answer(question: str, read: list[str], ctx: StepContext) -> str: ...
 
-A parameter annotated ``StepContext`` (or named ``ctx``) receives the step's context
+A parameter annotated ``StepContext`` receives the step's context
 (priority, slack, remaining budget, partial results). ``deps={"param": "source"}``
 maps a parameter to a differently named source; ``after=[...]`` adds ordering-only
 dependencies. A ``route`` step returns the name (or names) of the branches that run;
@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack, overload
 
 from critpath.errors import (
     ConfigError,
@@ -45,6 +45,7 @@ from critpath.orchestrator.analysis import find_cycle, successors, topological_o
 from critpath.orchestrator.context import StepContext
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.speculation import Predictor, Speculation, Speculative
+from critpath.orchestrator.states import StepKind
 
 if TYPE_CHECKING:
     from critpath.orchestrator.limits import Limiter
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Graph", "Param", "RunOptions", "StepKind", "StepOptions", "StepSpec"]
 
-StepKind = Literal["step", "map", "route", "stream", "each"]
 F = TypeVar("F", bound=Callable[..., Any])
 _EMPTY = inspect.Parameter.empty
 
@@ -109,8 +109,10 @@ class StepSpec:
 
 
 def _is_ctx(param: inspect.Parameter, hints: Mapping[str, Any]) -> bool:
+    """A parameter annotated ``StepContext`` receives the step's context (its name does
+    not matter: a graph input called ``ctx`` stays an input)."""
     hint = hints.get(param.name, param.annotation)
-    return hint is StepContext or hint == "StepContext" or param.name == "ctx"
+    return hint is StepContext or hint == "StepContext" or hint == "critpath.StepContext"
 
 
 class StepOptions(TypedDict, total=False):
@@ -188,16 +190,16 @@ def _spec_from_fn(
             )
         if p.kind is p.POSITIONAL_ONLY:
             raise InvalidStepError(f"step {step_name!r}: positional-only parameter {p.name!r}")
-        if kind in ("map", "each") and i == 0:
+        if kind in (StepKind.MAP, StepKind.EACH) and i == 0:
             item_param = p.name
             continue
         if _is_ctx(p, hints):
             ctx_param = p.name
             continue
         params.append(Param(p.name, deps.pop(p.name, p.name), p.default))
-    if kind in ("map", "each") and item_param is None:
+    if kind in (StepKind.MAP, StepKind.EACH) and item_param is None:
         raise InvalidStepError(f"{kind} step {step_name!r} needs a first parameter for the item")
-    if kind == "stream":
+    if kind == StepKind.STREAM:
         if not inspect.isasyncgenfunction(fn):
             raise InvalidStepError(
                 f"stream step {step_name!r} must be an async generator function (async def "
@@ -210,7 +212,7 @@ def _spec_from_fn(
             )
     if speculative is not False and not isinstance(speculative, bool | Speculative):
         raise ConfigError(f"step {step_name!r}: speculative= takes a bool or a Speculative")
-    if speculative and kind not in ("step", "route"):
+    if speculative and kind not in (StepKind.STEP, StepKind.ROUTE):
         raise ConfigError(
             f"{kind} step {step_name!r}: only plain steps and routers can run speculatively"
         )
@@ -332,7 +334,7 @@ class Graph:
         (``RetryPolicy``), ``fallback`` (value used if the step fails) or
         ``fallback_fn`` (called with the error).
         """
-        return self._decorate(fn, "step", options)
+        return self._decorate(fn, StepKind.STEP, options)
 
     @overload
     def map(self, fn: F, /, *, over: str, **options: Unpack[StepOptions]) -> F: ...
@@ -348,7 +350,7 @@ class Graph:
         The first parameter receives the item; the step's value is the list of results
         in item order. Each item is scheduled (and limited, retried) on its own.
         """
-        return self._decorate(fn, "map", options, over=over)
+        return self._decorate(fn, StepKind.MAP, options, over=over)
 
     @overload
     def route(
@@ -397,7 +399,7 @@ class Graph:
         if isinstance(branches, str) or not branches:
             raise ConfigError("route(branches=...) takes a non-empty list of step names")
         return self._decorate(
-            fn, "route", options, branches=tuple(branches), predict=predict,
+            fn, StepKind.ROUTE, options, branches=tuple(branches), predict=predict,
             speculation=speculation,
         )  # fmt: skip
 
@@ -410,7 +412,7 @@ class Graph:
     ) -> F | Callable[[F], F]:
         """Add a streaming step: an async generator whose items ``each`` steps consume as
         they come. Its value is the list of its items."""
-        return self._decorate(fn, "stream", options)
+        return self._decorate(fn, StepKind.STREAM, options)
 
     @overload
     def each(
@@ -448,7 +450,7 @@ class Graph:
         the item arrived and the items it ``needs`` (by ``key``) were processed; it reads
         their results from ``ctx.needed``. Its value is the list of results in item
         order. See ``critpath.orchestrator.streams``."""
-        return self._decorate(fn, "each", options, over=over, key=key, needs=needs)
+        return self._decorate(fn, StepKind.EACH, options, over=over, key=key, needs=needs)
 
     def _decorate(
         self,
@@ -532,14 +534,18 @@ class _Plan:
         for spec in steps.values():
             for src in spec.sources():
                 if src not in known:
-                    raise UnknownDependencyError(spec.name, src, sorted(known))
+                    hint = (
+                        " (to receive the step's context, annotate the parameter StepContext)"
+                        if src == "ctx" else ""
+                    )  # fmt: skip
+                    raise UnknownDependencyError(spec.name, src, sorted(known), hint=hint)
             for a in spec.after:
                 if a not in steps:
                     raise InvalidStepError(
                         f"step {spec.name!r}: after= names {a!r}, which is an input, not a step"
                     )
-            if spec.kind == "each" and (
-                spec.over not in steps or steps[spec.over].kind != "stream"
+            if spec.kind == StepKind.EACH and (
+                spec.over not in steps or steps[spec.over].kind != StepKind.STREAM
             ):
                 raise InvalidStepError(
                     f"each step {spec.name!r}: over= must name a stream step, got {spec.over!r}"

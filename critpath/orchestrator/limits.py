@@ -25,7 +25,7 @@ class _Waiter:
     key: tuple[float, ...]
     seq: int
     resource: str | None = field(compare=False)
-    start: Callable[[], None] = field(compare=False)
+    start: Callable[[object], None] = field(compare=False)
     owner: object = field(compare=False)
     dead: bool = field(default=False, compare=False)
 
@@ -69,20 +69,18 @@ class Limiter:
         if resource is not None and resource in self.limits:
             self._by_resource[resource] += 1
 
-    def release_later(self, resource: str | None) -> Callable[[object], None]:
-        """A done-callback that gives the slot back (runs even if a task never started)."""
-
-        def done(_: object) -> None:
-            self.release(resource)
-
-        return done
-
     def acquire_or_wait(
-        self, key: tuple[float, ...], resource: str | None, start: Callable[[], None], owner: object
+        self,
+        key: tuple[float, ...],
+        resource: str | None,
+        start: Callable[[object], None],
+        owner: object,
     ) -> bool:
-        """Take a slot and return True, or queue ``start`` (called when one frees) and return False.
+        """Take a slot and return True, or queue ``start`` and return False.
 
-        A step only takes a free slot when no better-ranked waiter could use it.
+        ``start(by)`` is called when a slot frees for it, with the ``by`` its releaser
+        gave ``release`` (who held the slot before). A step only takes a free slot when
+        no better-ranked waiter could use it.
         """
         if self._fits(resource) and not self._better_waiter(key, resource):
             self._take(resource)
@@ -94,23 +92,24 @@ class Limiter:
     def _better_waiter(self, key: tuple[float, ...], resource: str | None) -> bool:
         return any(not w.dead and w.key < key and self._fits(w.resource) for w in self._heap)
 
-    def release(self, resource: str | None) -> None:
-        """Give a slot back and start the best waiters that now fit."""
+    def release(self, resource: str | None, by: object = None) -> None:
+        """Give a slot back and start the best waiters that now fit; ``by`` (who held
+        the slot: any object) is passed on to the first waiter started."""
         self._running -= 1
         if resource is not None and resource in self.limits:
             self._by_resource[resource] -= 1
-        self._dispatch()
+        self._dispatch(by)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, by: object) -> None:
         if self._dispatching:  # a start() released a slot: the loop below picks it up
             return
         self._dispatching = True
         try:
-            self._dispatch_loop()
+            self._dispatch_loop(by)
         finally:
             self._dispatching = False
 
-    def _dispatch_loop(self) -> None:
+    def _dispatch_loop(self, by: object) -> None:
         skipped: list[_Waiter] = []
         heap = self._heap
         while heap:
@@ -124,7 +123,8 @@ class Limiter:
                 continue
             self._waiting -= 1
             self._take(w.resource)
-            w.start()
+            w.start(by)
+            by = None  # later waiters took slots that were free already
         for w in skipped:
             heapq.heappush(heap, w)
 

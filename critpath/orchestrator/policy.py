@@ -7,6 +7,7 @@ next back-off would end after it, the last error is raised instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from critpath.errors import ConfigError
 __all__ = ["NO_FALLBACK", "RetryPolicy", "call_with_retry"]
 
 T = TypeVar("T")
+_log = logging.getLogger("critpath.retry")
 
 
 class _NoFallback:
@@ -97,12 +99,23 @@ async def call_with_retry(
     on_attempt: Callable[[int], None] | None = None,
     *,
     deadline_at: float | None = None,
+    name: str = "call",
 ) -> T:
     """Await ``fn()`` under ``policy``; the last error propagates unchanged.
 
     No retry starts if its back-off would end past the deadline in force or
-    ``deadline_at`` (an event-loop time).
+    ``deadline_at`` (an event-loop time). Each retry is logged (``critpath.retry``,
+    INFO) with ``name``, the attempt, the error and the back-off.
     """
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        _log.info(
+            "%s: attempt %d failed (%s: %s); retrying in %.3fs",
+            name, state.attempt_number, type(exc).__name__, exc, state.upcoming_sleep or 0.0,
+        )  # fmt: skip
+
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_any(
             tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline(deadline_at)
@@ -112,6 +125,7 @@ async def call_with_retry(
             + tenacity.wait_random(0, policy.jitter)
         ),
         retry=tenacity.retry_if_exception(policy._should_retry),
+        before_sleep=before_sleep,
         reraise=True,
     )
     async for attempt in retrying:

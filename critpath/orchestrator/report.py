@@ -258,8 +258,8 @@ def build_report(run: Run) -> RunReport:
     for n in plan.order:
         dep_units = [r.name for p in plan.preds[n] for r in units[p]]
         router = plan.router_of.get(n)
-        tracker = nodes[n].tracker
-        producer = nodes[n].spec.over if nodes[n].spec.kind == "each" else None
+        tracker = run.streams.tracker_of(n)
+        producer = nodes[n].step.over if nodes[n].step.kind == "each" else None
         for rec in units[n]:
             preds[rec.name] = dep_units
             if producer is not None and tracker is not None and rec.item is not None:

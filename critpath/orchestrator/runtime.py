@@ -5,21 +5,31 @@ slow branch never delays an unrelated fast one. When concurrency limits leave mo
 steps ready than may run, the one with least slack (earliest latest-start time on the
 predicted critical path) goes first. A run owns every task it starts: cancelling it,
 a failing step, or its deadline cancels them all and waits for them to finish, so no
-task outlives its run.
+task outlives its run — except a step that ignores its cancellation: after the run's
+``cancel_grace`` it is reported ``stuck`` (logged, ``StepStuckError`` in its record)
+and the run ends without it.
+
+``Run`` owns the steps' state (``Node``s), its tasks and its outcome; two
+collaborators own the rest, each behind the narrow ``RunCore`` interface the run
+offers them: ``Speculations`` (branches started before their router decides) and
+``StreamFeeder`` (a stream's items handed to its consumers as they come).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Generator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
-from critpath._tasks import cancel_and_wait
+from critpath._tasks import TaskSet
 from critpath.deadlines import _set_deadline, deadline_before_scope
 from critpath.errors import (
     ConfigError,
@@ -29,16 +39,14 @@ from critpath.errors import (
     RunCancelled,
     RunError,
     StepFailedError,
+    StepStuckError,
 )
 from critpath.estimates import Estimates
-from critpath.orchestrator._nodes import ACTIVE as _ACTIVE
-from critpath.orchestrator._nodes import DONE as _DONE
-from critpath.orchestrator._nodes import SKIPPED as _SKIPPED
-from critpath.orchestrator._nodes import WAITING as _WAITING
-from critpath.orchestrator._nodes import Node as _Node
-from critpath.orchestrator._pipelines import Pipelines
+from critpath.orchestrator._nodes import Node
+from critpath.orchestrator._speculating import Speculations
+from critpath.orchestrator._streaming import StreamFeeder
 from critpath.orchestrator.analysis import bottom_levels
-from critpath.orchestrator.context import StepContext, _set_current, priority_of
+from critpath.orchestrator.context import StepContext, _set_current, priority_of, step_priority
 from critpath.orchestrator.events import (
     RouteChosen,
     RunEvent,
@@ -55,29 +63,52 @@ from critpath.orchestrator.limits import Limiter
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
 from critpath.orchestrator.speculation import SpeculationStats
-from critpath.orchestrator.states import RunStatus, StepStatus
+from critpath.orchestrator.states import NodeState, RunStatus, StepKind, StepStatus
 
 if TYPE_CHECKING:
-    from critpath.orchestrator.graph import Graph, StepSpec, _Plan
+    from critpath.orchestrator.graph import Graph, StepSpec
 
-__all__ = ["Run", "RunResult"]
+__all__ = ["DEFAULT_CANCEL_GRACE_S", "Run", "RunResult"]
 
+_log = logging.getLogger("critpath.runtime")
+
+DEFAULT_CANCEL_GRACE_S = 1.0
+"""How long a run waits for its cancelled steps to end before reporting them stuck."""
 _DEADLINE_SLOP_S = 0.02  # a step's timeout this close to the run's deadline is the deadline
 _SCOPE_MARGIN_S = 0.005  # end this much before an enclosing deadline scope fires
+_OTHER_RUN = "<other run>"
+
+
+class _End(Enum):
+    """Why a run ended (before it is turned into a ``RunStatus`` or an error)."""
+
+    OK = "ok"
+    DEADLINE = "deadline"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    ROUTE = "route"
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    end: _End
+    step: str | None = None
+    error: BaseException | None = None
 
 
 class RunResult:
     """What a finished run produced.
 
-    ``status`` is ``"ok"``, or ``"partial"`` when the deadline passed but every output
-    had a value or a partial result. ``outputs`` maps step names to values (skipped
-    steps are absent); ``output`` is the graph's output step's value (or a dict of the
-    sinks' values when the graph has several). ``report`` is built on first access.
+    ``status`` is ``RunStatus.OK``, or ``RunStatus.PARTIAL`` when the deadline passed
+    but every output had a value or a partial result. ``outputs`` maps step names to
+    values (skipped steps are absent); ``output`` is the graph's output step's value
+    (or a dict of the sinks' values when the graph has several). ``report`` is built
+    on first access.
     """
 
     __slots__ = ("_report", "_run", "output", "outputs", "status")
 
-    def __init__(self, run: Run, status: str, outputs: dict[str, Any], output: Any) -> None:
+    def __init__(self, run: Run, status: RunStatus, outputs: dict[str, Any], output: Any) -> None:
         self._run = run
         self._report: RunReport | None = None
         self.status = status
@@ -91,10 +122,10 @@ class RunResult:
         return self._report
 
     def __repr__(self) -> str:
-        return f"RunResult(status={self.status!r}, output={self.output!r})"
+        return f"RunResult(status={self.status.value!r}, output={self.output!r})"
 
 
-class Run(Pipelines):
+class Run:
     """One execution of a graph. Await it for its ``RunResult``; iterate ``events()``.
 
     ``async with graph.start(inputs) as run:`` guarantees the run is finished (or
@@ -112,6 +143,7 @@ class Run(Pipelines):
         limiter: Limiter | None = None,
         estimates: Estimates | None = None,
         run_id: str | None = None,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE_S,
     ) -> None:
         plan = graph._plan()  # GraphError before anything starts
         missing = [name for name in graph.inputs if name not in inputs]
@@ -122,35 +154,52 @@ class Run(Pipelines):
             raise ConfigError(f"unknown run inputs {extra}; graph inputs are {list(graph.inputs)}")
         if deadline is not None and not deadline >= 0:
             raise ConfigError(f"deadline must be >= 0 seconds, got {deadline!r}")
+        if not cancel_grace >= 0:
+            raise ConfigError(f"cancel_grace must be >= 0 seconds, got {cancel_grace!r}")
         if limiter is not None and (max_concurrency is not None or resources):
             raise ConfigError("pass either limiter= or max_concurrency=/resources=, not both")
         if limiter is None and (max_concurrency is not None or resources):
             limiter = Limiter(max_concurrency, resources)
+        loop = self._loop = asyncio.get_running_loop()
         self.graph = graph
         self.run_id = run_id or uuid.uuid4().hex[:16]
         self.inputs = dict(inputs)
         self.limiter = limiter
         self.estimates = estimates if estimates is not None else graph.estimates
+        self.cancel_grace = cancel_grace
+        self.status = RunStatus.RUNNING
+        self.started_at = time.time()
+        self._t0 = loop.time()  # every time of a run is on the loop's clock
+        self.makespan: float | None = None
         self._plan = plan
         self._deadline_s = deadline
         self._events: list[RunEvent] = []
         self._wakeup: asyncio.Future[None] | None = None
         self._finished = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._hooks: set[asyncio.Task[None]] = set()
-        self._hook_errors: list[tuple[str, BaseException]] = []
-        self._predicting: dict[str, asyncio.Task[None]] = {}
-        self._outcome: tuple[str, Any] | None = None
+        self._outcome: _Outcome | None = None
         self._report: RunReport | None = None
-        self.status = RunStatus.RUNNING
-        self.started_at = time.time()
-        self._loop = asyncio.get_running_loop()
-        self._t0 = self._loop.time()  # every time of a run is on the loop's clock
-        self.makespan: float | None = None
-        self.speculation = SpeculationStats()
-        """What this run speculated (see ``critpath.orchestrator.speculation``)."""
-        self._done: asyncio.Future[None] = self._loop.create_future()
-        self._task: asyncio.Task[RunResult] = self._loop.create_task(
+        self._tasks = TaskSet(loop)
+        self._units: dict[asyncio.Task[None], StepRecord] = {}  # running units
+        # the plan, predicted from what earlier runs measured
+        steps = graph.steps
+        self._predicted = predicted = _predict(self.estimates, steps, plan.order)
+        levels = bottom_levels(plan.order, plan.succs, predicted)
+        self.predicted_span = max(levels.values(), default=0.0)
+        self._deadline_at = _combine_deadline(loop, deadline)
+        dl = self._deadline_at
+        self._due_by_deadline = None if dl is None else self._t0 + (dl - loop.time())
+        self._due = self._t0
+        self._due_priority = 0
+        self._set_due(self.predicted_span)
+        self._nodes = nodes = {n: Node(steps[n], len(plan.preds[n]), levels[n]) for n in plan.order}
+        for n, node in nodes.items():
+            node.succs = [nodes[s] for s in plan.succs[n]]
+        self._unresolved = len(nodes)
+        self.streams = StreamFeeder(self, nodes)
+        self.speculations = Speculations(self, loop)
+        self._span = telemetry.start_run_span(self) if telemetry.tracing_enabled() else None
+        self._done: asyncio.Future[None] = loop.create_future()
+        self._task: asyncio.Task[RunResult] = loop.create_task(
             self._main(), name=f"critpath-run-{graph.name}-{self.run_id}"
         )
 
@@ -164,7 +213,7 @@ class Run(Pipelines):
 
     def cancel(self) -> None:
         """Cancel the run and everything under it; awaiting it then raises ``RunCancelled``."""
-        self._resolve(("cancelled", None))
+        self._resolve(_Outcome(_End.CANCELLED))
 
     async def __aenter__(self) -> Run:
         return self
@@ -215,9 +264,26 @@ class Run(Pipelines):
         """Seconds since the run started."""
         return self._loop.time() - self._t0
 
-    # ---- internals ------------------------------------------------------------------
+    @property
+    def speculation(self) -> SpeculationStats:
+        """What this run speculated (see ``critpath.orchestrator.speculation``)."""
+        return self.speculations.stats
 
-    def _emit(self, event: RunEvent) -> None:
+    @property
+    def nodes(self) -> Mapping[str, Node]:
+        return self._nodes
+
+    def records(self) -> list[StepRecord]:
+        """Every unit's record, step by step in plan order."""
+        return [r for node in self._nodes.values() for r in node.records]
+
+    # ---- what the collaborators may ask (RunCore) ------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._outcome is not None
+
+    def emit(self, event: RunEvent) -> None:
         self._events.append(event)
         w = self._wakeup
         if w is not None:
@@ -225,50 +291,50 @@ class Run(Pipelines):
             if not w.done():
                 w.set_result(None)
 
-    def _emit_partial(self, name: str, value: Any, best: bool) -> None:
-        self._emit(StepPartial(name, self.now(), value, best))
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        return self._tasks.spawn(coro, name)
 
-    def _resolve(self, outcome: tuple[str, Any]) -> None:
+    def predicted(self, step: str) -> float:
+        return self._predicted[step]
+
+    def fail_unit(self, rec: StepRecord, exc: BaseException) -> None:
+        self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
+
+    def fail_node(self, node: Node, exc: BaseException) -> None:
+        rec = StepRecord(node.name, node.name, None, node.step.kind, ready=self.now())
+        node.records.append(rec)
+        self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
+
+    def fail_hook(self, step: str, exc: BaseException) -> None:
+        self._resolve(_Outcome(_End.FAILED, step, exc))
+
+    # ---- the run's life ---------------------------------------------------------------
+
+    def _emit_partial(self, name: str, value: Any, best: bool) -> None:
+        self.emit(StepPartial(name, self.now(), value, best))
+
+    def _resolve(self, outcome: _Outcome) -> None:
         if self._outcome is None:
             self._outcome = outcome
-            done = self._done
-            if not done.done():
-                done.set_result(None)
+            if not self._done.done():
+                self._done.set_result(None)
 
     async def _main(self) -> RunResult:
-        loop = self._loop
-        steps = self.graph.steps
-        plan: _Plan = self._plan
-        self._predicted = predicted = _predict(self.estimates, steps, plan.order)
-        levels = bottom_levels(plan.order, plan.succs, predicted)
-        self.predicted_span = max(levels.values(), default=0.0)
-        self._deadline_at = dl = _combine_deadline(loop, self._deadline_s)
-        self._due_by_deadline = None if dl is None else self._t0 + (dl - loop.time())
-        self._set_due(self.predicted_span)
-        nodes = self._nodes = {
-            n: _Node(steps[n], len(plan.preds[n]), levels[n]) for n in plan.order
-        }
-        for n, node in nodes.items():
-            node.succs = [nodes[s] for s in plan.succs[n]]
-        for node in nodes.values():  # an each step consumes its stream item by item
-            if node.spec.kind == "each":
-                assert node.spec.over is not None
-                producer = node.producer = nodes[node.spec.over]
-                producer.succs.remove(node)
-                producer.consumers.append(node)
-                node.pending -= 1
-        self._unresolved = len(nodes)
-        handle = loop.call_at(dl, self._resolve, ("deadline", None)) if dl is not None else None
-        self._span = telemetry.start_run_span(self) if telemetry.tracing_enabled() else None
+        dl = self._deadline_at
+        handle = (
+            self._loop.call_at(dl, self._resolve, _Outcome(_End.DEADLINE))
+            if dl is not None else None
+        )  # fmt: skip
         cancelled = False
         try:
-            self._release([node for node in nodes.values() if node.pending == 0])
+            ready = [node for node in self._nodes.values() if node.pending == 0]
+            self._release([(node, None) for node in ready])
             await self._done
         except asyncio.CancelledError:
             cancelled = True
-            self._resolve(("cancelled", None))
+            self._resolve(_Outcome(_End.CANCELLED))
         except Exception as exc:  # a defect in scheduling: fail the run, never hang it
-            self._resolve(("failed", ("<runtime>", exc)))
+            self._resolve(_Outcome(_End.FAILED, "<runtime>", exc))
         finally:
             if handle is not None:
                 handle.cancel()
@@ -276,81 +342,79 @@ class Run(Pipelines):
         return self._finish(cancelled)
 
     async def _stop_all(self) -> bool:
-        """Cancel every task of the run and wait until each has ended; then undo the
-        speculations still open and wait for every commit/undo hook to finish."""
+        """Cancel every task of the run and wait until each has ended (up to the grace
+        period); then undo the speculations still open and wait for every hook."""
         if self.limiter is not None:
             self.limiter.forget(self)
         cancelled = False
-        try:
-            await cancel_and_wait(self._tasks)  # no new task starts once the run resolved
+        try:  # no new task starts once the run resolved
+            stuck = await self._tasks.cancel_all(grace=self.cancel_grace)
         except asyncio.CancelledError:
             cancelled = True
-        finally:
-            self._tasks.clear()
-        for node in self._nodes.values():
-            if node.spec_state is not None:  # started early, never committed and finished
-                self._cancel_speculation(node)
-        while self._hooks:  # hooks run to their end, even if we are cancelled meanwhile
-            try:
-                await asyncio.wait(set(self._hooks))
-            except asyncio.CancelledError:
-                cancelled = True
+            stuck = set()
+        if stuck:
+            self._report_stuck(stuck)
+        self.speculations.close()
+        if await self.speculations.wait_hooks():
+            cancelled = True
         return cancelled
+
+    def _report_stuck(self, stuck: set[asyncio.Task[Any]]) -> None:
+        now = self.now()
+        for task in stuck:
+            rec = self._units.get(task)
+            if rec is None:  # a helper task (a predictor)
+                _log.warning("run %s: task %r ignored its cancellation; abandoned",
+                             self.run_id, task.get_name())  # fmt: skip
+                continue
+            error = StepStuckError(rec.name, self.cancel_grace)
+            rec.status = StepStatus.STUCK
+            rec.end = now
+            rec.error = f"{type(error).__name__}: {error}"
+            _log.warning(
+                "run %s: step %r ignored its cancellation for %.3fs; abandoned",
+                self.run_id, rec.name, self.cancel_grace,
+            )  # fmt: skip
 
     def _finish(self, cancelled: bool) -> RunResult:
         self.makespan = self.now()
         for node in self._nodes.values():
             if not node.records:
                 node.records.append(
-                    StepRecord(
-                        node.spec.name, node.spec.name, None, node.spec.kind,
-                        status=StepStatus.NOT_RUN,
-                    )
-                )
-        for rec in self._records():
-            if rec.status == "running":
+                    StepRecord(node.name, node.name, None, node.step.kind,
+                               status=StepStatus.NOT_RUN)
+                )  # fmt: skip
+        for rec in self.records():
+            if rec.status == StepStatus.RUNNING:
                 rec.status = StepStatus.CANCELLED
-            elif rec.status == "queued":
+            elif rec.status == StepStatus.QUEUED:
                 rec.status = StepStatus.NOT_RUN
-        kind, detail = self._outcome or ("ok", None)
-        if kind == "ok" and self._hook_errors:  # an undo that failed after the run ended
-            kind, detail = "failed", self._hook_errors[0]
-        if cancelled and kind == "ok":
-            kind = "cancelled"
-        self.status = {
-            "ok": RunStatus.OK, "deadline": RunStatus.DEADLINE, "cancelled": RunStatus.CANCELLED
-        }.get(kind, RunStatus.FAILED)  # fmt: skip
+        outcome = self._outcome or _Outcome(_End.OK)
+        hook_errors = self.speculations.hook_errors
+        if outcome.end == _End.OK and hook_errors:  # an undo that failed after the run ended
+            outcome = _Outcome(_End.FAILED, *hook_errors[0])
+        if cancelled and outcome.end == _End.OK:
+            outcome = _Outcome(_End.CANCELLED)
+        self.status = _STATUS_OF[outcome.end]
         self._learn()
         self._charge_budgets()
-        outputs = {n: node.value for n, node in self._nodes.items() if node.state == _DONE}
+        outputs = {n: node.value for n, node in self._nodes.items() if node.state == NodeState.DONE}
         result: RunResult | None = None
         error: BaseException | None = None
-        if kind == "ok":
-            result = RunResult(self, "ok", outputs, self._output_of(outputs))
-        elif kind == "deadline":
-            partial = dict(outputs)
-            for rec in self._records():
-                ctx = rec.ctx
-                unfinished = self._nodes[rec.step].state != _DONE
-                if ctx is not None and ctx.has_partial and rec.item is None and unfinished:
-                    partial[rec.name] = ctx.partial
-            wanted = [o for o in self._plan.outputs if self._nodes[o].state != _SKIPPED]
-            if wanted and all(o in partial for o in wanted):
-                self.status = RunStatus.PARTIAL
-                result = RunResult(self, "partial", partial, self._output_of(partial))
-            else:
-                budget = self._deadline_s if self._deadline_s is not None else self.makespan
-                error = DeadlineExceeded(budget, partial_outputs=partial)
-        elif kind == "cancelled":
+        if outcome.end == _End.OK:
+            result = RunResult(self, RunStatus.OK, outputs, self._output_of(outputs))
+        elif outcome.end == _End.DEADLINE:
+            result, error = self._deadline_result(outputs)
+        elif outcome.end == _End.CANCELLED:
             error = RunCancelled("run cancelled by its owner")
-        elif kind == "failed":
-            step, exc = detail if detail is not None else ("?", RuntimeError("unknown"))
-            error = StepFailedError(step, exc)
+        elif outcome.end == _End.FAILED:
+            exc = outcome.error if outcome.error is not None else RuntimeError("unknown")
+            error = StepFailedError(outcome.step or "?", exc)
             error.__cause__ = exc
-        elif kind == "route":
-            error = detail
+        else:
+            error = outcome.error
         self._finished = True
-        self._emit(RunFinished("*", self.makespan, self.status))
+        self.emit(RunFinished("*", self.makespan, self.status))
         if self._span is not None or isinstance(error, RunError):
             report = self.report()
             if isinstance(error, RunError):
@@ -364,6 +428,22 @@ class Run(Pipelines):
         assert result is not None
         return result
 
+    def _deadline_result(
+        self, outputs: dict[str, Any]
+    ) -> tuple[RunResult | None, BaseException | None]:
+        partial = dict(outputs)
+        for rec in self.records():
+            ctx = rec.ctx
+            unfinished = self._nodes[rec.step].state != NodeState.DONE
+            if ctx is not None and ctx.has_partial and rec.item is None and unfinished:
+                partial[rec.name] = ctx.partial
+        wanted = [o for o in self._plan.outputs if self._nodes[o].state != NodeState.SKIPPED]
+        if wanted and all(o in partial for o in wanted):
+            self.status = RunStatus.PARTIAL
+            return RunResult(self, RunStatus.PARTIAL, partial, self._output_of(partial)), None
+        budget = self._deadline_s if self._deadline_s is not None else self.makespan or 0.0
+        return None, DeadlineExceeded(budget, partial_outputs=partial)
+
     def _set_due(self, predicted_span: float) -> None:
         """Due time of the run: predicted finish, or the deadline if that comes first."""
         due = self._t0 + predicted_span
@@ -376,7 +456,7 @@ class Run(Pipelines):
         """A router excluded branches: re-predict the critical path without them."""
         plan = self._plan
         predicted = {
-            n: 0.0 if node.excluded or node.state == _SKIPPED else self._predicted[n]
+            n: 0.0 if node.excluded or node.state == NodeState.SKIPPED else self._predicted[n]
             for n, node in self._nodes.items()
         }
         levels = bottom_levels(plan.order, plan.succs, predicted)
@@ -390,111 +470,119 @@ class Run(Pipelines):
             return values.get(outs[0])
         return {o: values[o] for o in outs if o in values}
 
-    def _records(self) -> list[StepRecord]:
-        return [r for node in self._nodes.values() for r in node.records]
-
     def _charge_budgets(self) -> None:
         """Useful work earns speculation budgets their credit."""
         budgets = {}
-        for spec in self.graph.steps.values():
-            if spec.speculation is not None and spec.speculation.budget is not None:
-                budgets[id(spec.speculation.budget)] = spec.speculation.budget
+        for step in self.graph.steps.values():
+            if step.speculation is not None and step.speculation.budget is not None:
+                budgets[id(step.speculation.budget)] = step.speculation.budget
         if not budgets:
             return
-        work = sum(r.end - r.start for r in self._records() if r.status in ("ok", "fallback")
+        done = (StepStatus.OK, StepStatus.FALLBACK)
+        work = sum(r.end - r.start for r in self.records() if r.status in done
                    and r.start is not None and r.end is not None)  # fmt: skip
         for b in budgets.values():
             b.record_work(work)
 
     def _learn(self) -> None:
         est = self.estimates
-        for rec in self._records():
-            if rec.status == "ok" and rec.start is not None and rec.end is not None:
+        for rec in self.records():
+            if rec.status == StepStatus.OK and rec.start is not None and rec.end is not None:
                 est.observe(rec.step, rec.end - rec.start)
 
-    # ---- scheduling -----------------------------------------------------------------
+    # ---- scheduling -------------------------------------------------------------------
 
-    def _release(self, ready: list[_Node]) -> None:
+    def _release(self, ready: list[tuple[Node, str | None]]) -> None:
         """Nodes that became ready together: hand them out least slack first."""
         if len(ready) > 1 and self.limiter is not None:
-            ready.sort(key=lambda n: -n.blevel)
-        for node in ready:
+            ready.sort(key=lambda nb: -nb[0].blevel)
+        for node, by in ready:
             if self._outcome is not None:
                 return
-            self._on_ready(node)
+            self.on_ready(node, by)
 
-    def _on_ready(self, node: _Node) -> None:
+    def on_ready(self, node: Node, by: str | None) -> None:
         """All of ``node``'s dependencies resolved: skip it, or queue/start its units."""
-        stack = [node]
+        stack = [(node, by)]
+        speculations = self.speculations
         while stack:
-            n = stack.pop()
+            n, released_by = stack.pop()
             if self._outcome is not None:
                 return
-            if n.state != _WAITING:
+            if n.state != NodeState.WAITING:
                 continue
-            if n.spec_state is not None:  # its router decided while it was speculated
-                if not self._must_skip(n):
-                    self._commit_speculation(n)
+            if speculations.is_open(n):  # its router decided while it was speculated
+                if not self.must_skip(n):
+                    speculations.commit(n, released_by)
                     continue
-                self._cancel_speculation(n)
-            if n.producer is not None and n.producer.state == _WAITING and not self._must_skip(n):
-                continue  # armed when its stream starts (see _arm)
-            if self._must_skip(n):
-                n.state = _SKIPPED
-                reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
-                n.records.append(
-                    StepRecord(n.spec.name, n.spec.name, None, n.spec.kind,
-                               status=StepStatus.SKIPPED, error=reason)
-                )  # fmt: skip
-                self._emit(StepSkipped(n.spec.name, self.now(), reason))
-                self._unresolved -= 1
-                for s in n.succs:
-                    s.pending -= 1
-                    if s.pending == 0:
-                        stack.append(s)
-                for c in n.consumers:  # a skipped stream skips its consumers
-                    if c.pending == 0:
-                        stack.append(c)
-                if self._unresolved == 0:
-                    self._resolve(("ok", None))
+                speculations.cancel(n)
+            if self.streams.waits_for_producer(n) and not self.must_skip(n):
+                continue  # armed when its stream starts (see StreamFeeder.produce)
+            if self.must_skip(n):
+                self._skip(n, released_by, stack)
                 continue
-            n.state = _ACTIVE
-            spec = n.spec
-            if spec.kind == "map":
-                assert spec.over is not None
-                try:
-                    items = list(self._value_of(spec.over))
-                except Exception as exc:  # not iterable, or its iteration raised
-                    rec = StepRecord(spec.name, spec.name, None, "map", ready=self.now())
-                    n.records.append(rec)
-                    self._step_failed(rec, exc, f"cannot iterate over {spec.over!r}: {exc!r}")
+            n.state = NodeState.ACTIVE
+            step = n.step
+            if step.kind == StepKind.MAP:
+                if not self._start_map(n, released_by):
                     return
-                n.results = [None] * len(items)
-                n.left = len(items)
-                if not items:
-                    n.records.append(
-                        StepRecord(spec.name, spec.name, None, "map", status=StepStatus.OK,
-                                   start=self.now(), end=self.now())
-                    )  # fmt: skip
-                    self._complete(n, [])
-                    continue
-                for i, item in enumerate(items):
-                    self._ready_unit(n, i, item)
-            elif spec.kind == "each":
-                self._arm(n)
+            elif step.kind == StepKind.EACH:
+                self.streams.arm(n)
             else:
-                self._ready_unit(n, None, None)
+                self.queue_unit(n, None, None, released_by)
 
-    def _must_skip(self, node: _Node) -> bool:
+    def _skip(self, n: Node, by: str | None, stack: list[tuple[Node, str | None]]) -> None:
+        n.state = NodeState.SKIPPED
+        reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
+        n.records.append(StepRecord(n.name, n.name, None, n.step.kind, status=StepStatus.SKIPPED,
+                                    error=reason, released_by=by))  # fmt: skip
+        self.emit(StepSkipped(n.name, self.now(), reason))
+        self._unresolved -= 1
+        for s in n.succs:
+            s.pending -= 1
+            if s.pending == 0:
+                stack.append((s, by))
+        for c in self.streams.consumers_of(n):  # a skipped stream skips its consumers
+            if c.pending == 0:
+                stack.append((c, by))
+        if self._unresolved == 0:
+            self._resolve(_Outcome(_End.OK))
+
+    def _start_map(self, n: Node, by: str | None) -> bool:
+        """Queue one unit per item; ``False`` if iterating the items failed the run."""
+        step = n.step
+        assert step.over is not None
+        try:
+            items = list(self._value_of(step.over))
+        except Exception as exc:  # not iterable, or its iteration raised
+            rec = StepRecord(step.name, step.name, None, StepKind.MAP, ready=self.now(),
+                             released_by=by)  # fmt: skip
+            n.records.append(rec)
+            self._step_failed(rec, exc, f"cannot iterate over {step.over!r}: {exc!r}")
+            return False
+        n.results = [None] * len(items)
+        n.left = len(items)
+        if not items:
+            now = self.now()
+            n.records.append(StepRecord(step.name, step.name, None, StepKind.MAP,
+                                        status=StepStatus.OK, ready=now, start=now, end=now,
+                                        released_by=by))  # fmt: skip
+            self.complete(n, [], step.name)
+            return True
+        for i, item in enumerate(items):
+            self.queue_unit(n, i, item, by)
+        return True
+
+    def must_skip(self, node: Node) -> bool:
         if node.excluded:
             return True
         nodes = self._nodes
-        for p in node.spec.params:
+        for p in node.step.params:
             src = nodes.get(p.source)
-            if src is not None and src.state == _SKIPPED and p.required:
+            if src is not None and src.state == NodeState.SKIPPED and p.required:
                 return True
-        over = node.spec.over
-        return over is not None and over in nodes and nodes[over].state == _SKIPPED
+        over = node.step.over
+        return over is not None and over in nodes and nodes[over].state == NodeState.SKIPPED
 
     def _value_of(self, source: str) -> Any:
         node = self._nodes.get(source)
@@ -502,139 +590,157 @@ class Run(Pipelines):
             return self.inputs[source]
         return node.value
 
-    def _ready_unit(
-        self, node: _Node, item: int | None, value: Any, *, speculative: bool = False
-    ) -> None:
-        spec = node.spec
-        name = spec.name if item is None else f"{spec.name}[{item}]"
+    def queue_unit(
+        self,
+        node: Node,
+        item: int | None,
+        value: Any,
+        by: str | None,
+        *,
+        speculative: bool = False,
+    ) -> StepRecord:
+        step = node.step
+        name = step.name if item is None else f"{step.name}[{item}]"
         if speculative:
             name += "~spec"
-        rec = StepRecord(name, spec.name, item, spec.kind, status=StepStatus.QUEUED,
-                         ready=self.now(), resource=spec.resource,
-                         speculative=speculative)  # fmt: skip
+        rec = StepRecord(name, step.name, item, step.kind, status=StepStatus.QUEUED,
+                         ready=self.now(), resource=step.resource, speculative=speculative,
+                         released_by=by)  # fmt: skip
         node.records.append(rec)
         key = self._due - node.blevel  # the latest start time
         limiter = self.limiter
         if limiter is None:
-            self._start_unit(node, rec, value, key, False)
-            return
+            self._start_unit(node, rec, value, key)
+            return rec
 
-        def start() -> None:  # called by the limiter when a slot frees
+        def start(released: object) -> None:  # called by the limiter when a slot frees
             if self._outcome is not None:  # the run has ended: give the slot back
-                limiter.release(spec.resource)
+                limiter.release(step.resource)
                 return
-            if rec.speculative and node.spec_state is None:  # cancelled while queued
-                limiter.release(spec.resource)
+            if rec.speculative and not self.speculations.is_open(node):
+                limiter.release(step.resource)  # cancelled while it queued
                 rec.status = StepStatus.NOT_RUN
                 return
-            self._start_unit(node, rec, value, key, True)
+            rec.slot_from = self._slot_releaser(released)
+            self._start_unit(node, rec, value, key, slot=True)
 
         # Across runs sharing the limiter: earliest due run first; within a run: least slack.
-        if limiter.acquire_or_wait((self._due, key), spec.resource, start, self):
-            self._start_unit(node, rec, value, key, True)
+        if limiter.acquire_or_wait((self._due, key), step.resource, start, self):
+            self._start_unit(node, rec, value, key, slot=True)
         else:
-            self._emit(StepQueued(name, rec.ready or 0.0, key - self._loop.time()))
+            self.emit(StepQueued(name, rec.ready or 0.0, key - self._loop.time()))
+        return rec
 
-    def _start_unit(self, node: _Node, rec: StepRecord, item: Any, key: float, slot: bool) -> None:
-        now = self._loop.time()
-        slack = key - now
-        offset = int((key - self._t0) * 100)  # see priority_of: 10 ms units, 0..999
-        priority = self._due_priority + (0 if offset < 0 else 999 if offset > 999 else offset)
+    def _slot_releaser(self, released: object) -> str | None:
+        if isinstance(released, tuple) and len(released) == 2:
+            owner, name = released
+            return str(name) if owner is self else _OTHER_RUN
+        return None if released is None else _OTHER_RUN
+
+    def _start_unit(
+        self, node: Node, rec: StepRecord, item: Any, key: float, *, slot: bool = False
+    ) -> None:
+        slack = key - self._loop.time()
+        priority = step_priority(self._due_priority, key - self._t0)
         rec.priority = priority
         rec.predicted_slack = slack
         rec.ctx = ctx = StepContext(
-            node.spec.name, rec.name, rec.item, self.run_id, priority, slack,
-            self._deadline_at, node.spec.resource, self._emit_partial,
+            node.name, rec.name, rec.item, self.run_id, priority, slack,
+            self._deadline_at, node.step.resource, self._emit_partial,
         )  # fmt: skip
         ctx.speculative = rec.speculative
-        if node.tracker is not None and rec.item is not None:
-            ctx.needed = node.tracker.needed_by(rec.item)
-        task = self._loop.create_task(self._exec(node, rec, ctx, item), name=rec.name)
-        self._tasks.add(task)  # the task removes itself when it ends (see _exec)
+        if rec.item is not None and node.step.kind == StepKind.EACH:
+            ctx.needed = self.streams.needed_by(node, rec.item)
+        task = self._tasks.spawn(self._exec(node, rec, ctx, item), rec.name)
+        units = self._units
+        units[task] = rec
+        task.add_done_callback(units.pop)
         if rec.speculative:
-            node.spec_task = task
+            self.speculations.attach(node, task)
         if slot:
-            assert self.limiter is not None
-            task.add_done_callback(self.limiter.release_later(node.spec.resource))
+            limiter = self.limiter
+            assert limiter is not None
+            resource = node.step.resource
+            task.add_done_callback(lambda _t: limiter.release(resource, (self, rec.name)))
 
-    def _kwargs(self, node: _Node, ctx: StepContext, item: Any) -> dict[str, Any]:
-        spec = node.spec
+    def _kwargs(self, node: Node, ctx: StepContext, item: Any) -> dict[str, Any]:
+        step = node.step
         nodes = self._nodes
         kwargs: dict[str, Any] = {}
-        for p in spec.params:
+        for p in step.params:
             src = nodes.get(p.source)
             if src is None:
                 kwargs[p.name] = self.inputs[p.source]
-            elif src.state == _SKIPPED:
+            elif src.state == NodeState.SKIPPED:
                 kwargs[p.name] = p.default
             else:
                 kwargs[p.name] = src.value
-        if spec.ctx_param is not None:
-            kwargs[spec.ctx_param] = ctx
-        if spec.item_param is not None:
-            kwargs[spec.item_param] = item
+        if step.ctx_param is not None:
+            kwargs[step.ctx_param] = ctx
+        if step.item_param is not None:
+            kwargs[step.item_param] = item
         return kwargs
 
-    async def _exec(self, node: _Node, rec: StepRecord, ctx: StepContext, item: Any) -> None:
-        spec = node.spec
+    # ---- one unit ---------------------------------------------------------------------
+
+    async def _call(
+        self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
+    ) -> Any:
+        step = node.step
+        if step.kind == StepKind.STREAM:
+            return await self.streams.produce(node, rec, kwargs)
+        if step.retry is not None:
+
+            def attempt(n: int) -> None:
+                ctx.attempt = rec.attempts = n
+
+            return await call_with_retry(
+                step.retry, lambda: _invoke(step, kwargs), on_attempt=attempt, name=rec.name
+            )
+        if step.is_async:
+            return await step.fn(**kwargs)
+        value = step.fn(**kwargs)
+        if inspect.isawaitable(value):  # a sync decorator around an async fn
+            value = await value
+        return value
+
+    async def _exec(self, node: Node, rec: StepRecord, ctx: StepContext, item: Any) -> None:
+        step = node.step
         _set_current(ctx)
         if self._deadline_at is not None:
             _set_deadline(self._deadline_at)
         span = telemetry.start_step_span(self, rec) if self._span is not None else None
-        start = rec.start = self._loop.time() - self._t0
+        start = rec.start = self.now()
         rec.status = StepStatus.RUNNING
-        self._emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
+        self.emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
         fell_back = False
         try:
             kwargs = self._kwargs(node, ctx, item)
-            if spec.kind == "route" and spec.predict is not None:
-                self._speculate(node, kwargs)
+            if step.kind == StepKind.ROUTE and step.predict is not None:
+                self.speculations.speculate(node, kwargs, rec)
             try:
-                if spec.kind == "stream":
-                    value = await self._produce(node, rec, kwargs)
-                elif spec.retry is not None:
-
-                    def attempt(n: int) -> None:
-                        ctx.attempt = rec.attempts = n
-
-                    value = await call_with_retry(
-                        spec.retry, lambda: _invoke(spec, kwargs), on_attempt=attempt
-                    )
-                elif spec.is_async:
-                    value = await spec.fn(**kwargs)
-                else:
-                    value = spec.fn(**kwargs)
-                    if inspect.isawaitable(value):  # a sync decorator around an async fn
-                        value = await value
+                value = await self._call(node, rec, ctx, kwargs)
             except Exception as exc:
-                if rec.speculative and node.spec_state in ("running", "committed"):
-                    # A failed guess fails nothing: the branch runs again if chosen
-                    # (at once, when it was chosen already).
-                    rec.end = self._loop.time() - self._t0
-                    rec.status = StepStatus.FAILED
-                    rec.error = f"{type(exc).__name__}: {exc}"
-                    if node.spec_state == "committed":
-                        node.spec_state = None
-                        self._ready_unit(node, None, None)
-                    else:
-                        node.spec_state = "failed"
+                if rec.speculative and self.speculations.unit_failed(node, rec, exc):
                     return
                 if self._is_run_deadline(exc):
                     # The step's own clocks (e.g. a model call's) ran out with the run's
                     # deadline: that is the run's deadline, not the step failing.
-                    rec.end = self._loop.time() - self._t0
+                    rec.end = self.now()
                     rec.status = StepStatus.CANCELLED
-                    self._emit(StepCancelled(rec.name, rec.end, "deadline"))
-                    self._resolve(("deadline", None))
+                    self.emit(StepCancelled(rec.name, rec.end, "deadline"))
+                    self._resolve(_Outcome(_End.DEADLINE))
                     return
-                if not spec.has_fallback:
+                if not step.has_fallback:
                     self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
                     return
                 rec.error = f"{type(exc).__name__}: {exc}"
                 fell_back = True
-                value = spec.fallback_fn(exc) if spec.fallback_fn is not None else spec.fallback
+                value = step.fallback_fn(exc) if step.fallback_fn is not None else step.fallback
         except asyncio.CancelledError as exc:
-            rec.end = self._loop.time() - self._t0
+            if self._finished:  # abandoned as stuck: its record is final
+                raise
+            rec.end = self.now()
             task = asyncio.current_task()
             if self._outcome is None and task is not None and task.cancelling() == 0:
                 # Not cancelled by the run: something inside the step raised it (a library
@@ -642,7 +748,8 @@ class Run(Pipelines):
                 self._step_failed(rec, exc, "CancelledError raised inside the step")
                 return
             rec.status = StepStatus.CANCELLED
-            self._emit(StepCancelled(rec.name, rec.end, self._outcome[0] if self._outcome else ""))
+            reason = self._outcome.end.value if self._outcome is not None else ""
+            self.emit(StepCancelled(rec.name, rec.end, reason))
             raise
         except Exception as exc:  # a fallback_fn that raised
             self._step_failed(rec, exc, f"{type(exc).__name__}: {exc}")
@@ -650,35 +757,28 @@ class Run(Pipelines):
         finally:
             if span is not None:
                 rec.span = span
-            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type,unused-ignore]
-        end = rec.end = self._loop.time() - self._t0
+        if self._finished:  # abandoned as stuck: its record is final
+            return
+        end = rec.end = self.now()
         rec.status = StepStatus.FALLBACK if fell_back else StepStatus.OK
-        self._emit(StepFinished(rec.name, end, value, end - start, fell_back))
+        self.emit(StepFinished(rec.name, end, value, end - start, fell_back))
         if self._outcome is not None:
             return
-        if rec.speculative:
-            if node.spec_state == "running":  # finished before its router decided
-                node.spec_state, node.spec_value = "finished", value
-                return
-            if node.spec_state == "committed":
-                node.spec_state = None
-                if self._has_hook(node, "commit"):
-                    self._finish_commit(node, value)
-                    return
+        if rec.speculative and self.speculations.unit_finished(node, value):
+            return
         try:
-            if spec.kind == "each":
-                assert rec.item is not None
-                self._item_done(node, rec.item, value)
-            elif spec.kind == "map":
+            if step.kind == StepKind.EACH:
+                self.streams.item_done(node, rec, value)
+            elif step.kind == StepKind.MAP:
                 assert rec.item is not None
                 node.results[rec.item] = value
                 node.left -= 1
                 if node.left == 0:
-                    self._complete(node, node.results)
+                    self.complete(node, node.results, rec.name)
             else:
-                self._complete(node, value)
+                self.complete(node, value, rec.name)
         except Exception as exc:  # releasing dependants raised: fail the run, never hang
-            self._resolve(("failed", (rec.name, exc)))
+            self._resolve(_Outcome(_End.FAILED, rec.name, exc))
 
     def _is_run_deadline(self, exc: BaseException) -> bool:
         """A timeout raised at (or just before) the run's deadline is the deadline's."""
@@ -690,49 +790,55 @@ class Run(Pipelines):
         )
 
     def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
-        rec.end = self._loop.time() - self._t0
+        rec.end = self.now()
         rec.status = StepStatus.FAILED
         rec.error = error
-        self._emit(StepFailed(rec.name, rec.end, exc))
-        self._resolve(("failed", (rec.name, exc)))
+        self.emit(StepFailed(rec.name, rec.end, exc))
+        self._resolve(_Outcome(_End.FAILED, rec.name, exc))
 
-    def _complete(self, node: _Node, value: Any) -> None:
-        spec = node.spec
+    def complete(self, node: Node, value: Any, by: str | None) -> None:
+        step = node.step
         node.value = value
-        node.state = _DONE
-        if spec.kind == "route":
+        node.state = NodeState.DONE
+        if step.kind == StepKind.ROUTE:
             chosen = _branches(value)
-            bad = [b for b in chosen if b not in spec.branches]
+            bad = [b for b in chosen if b not in step.branches]
             if bad:
-                self._resolve(("route", RouteError(spec.name, value, spec.branches)))
+                self._resolve(_Outcome(_End.ROUTE, step.name,
+                                       RouteError(step.name, value, step.branches)))  # fmt: skip
                 return
-            self.estimates.observe_route(spec.name, chosen)
-            predicting = self._predicting.pop(spec.name, None)
-            if predicting is not None:  # too late to help: stop the predictor
-                predicting.cancel()
-            for b in spec.branches:
+            self.estimates.observe_route(step.name, chosen)
+            self.speculations.router_decided(step.name)
+            for b in step.branches:
                 if b not in chosen:
                     self._nodes[b].excluded = True
-            if len(chosen) < len(spec.branches):
+            if len(chosen) < len(step.branches):
                 self._replan()
-            self._emit(RouteChosen(spec.name, self.now(), chosen))
+            self.emit(RouteChosen(step.name, self.now(), chosen))
         self._unresolved -= 1
-        for c in node.consumers:  # the stream ended
-            if c.tracker is not None:
-                self._close_stream(c)
+        self.streams.stream_ended(node)
         ready = []
         for s in node.succs:
             s.pending -= 1
             if s.pending == 0:
-                ready.append(s)
+                ready.append((s, by))
         if ready:
             self._release(ready)
         if self._unresolved == 0:
-            self._resolve(("ok", None))
+            self._resolve(_Outcome(_End.OK))
 
 
-async def _invoke(spec: StepSpec, kwargs: dict[str, Any]) -> Any:
-    value = spec.fn(**kwargs)
+_STATUS_OF = {
+    _End.OK: RunStatus.OK,
+    _End.DEADLINE: RunStatus.DEADLINE,
+    _End.CANCELLED: RunStatus.CANCELLED,
+    _End.FAILED: RunStatus.FAILED,
+    _End.ROUTE: RunStatus.FAILED,
+}
+
+
+async def _invoke(step: StepSpec, kwargs: dict[str, Any]) -> Any:
+    value = step.fn(**kwargs)
     return await value if inspect.isawaitable(value) else value
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from critpath._tasks import cancel_and_wait
-from critpath.errors import ConfigError
+from critpath.errors import ConfigError, ScopeClosedError
 
 __all__ = [
     "Prediction",
@@ -221,19 +221,34 @@ class Speculator:
     ``start(key, factory)`` runs ``factory()`` in a task unless ``key`` was started
     already; ``commit(key, factory)`` returns its result (starting it now if it was
     never started); leaving the block cancels every call not committed, waits for
-    them, and counts them as waste. ``stats`` says what happened.
+    them, and counts them as waste. ``stats`` says what happened. Like a nursery, it
+    owns its calls: ``start`` or ``commit`` outside the block raises
+    ``ScopeClosedError`` instead of leaving an orphan task.
     """
 
     def __init__(self) -> None:
         self._tasks: dict[Hashable, asyncio.Task[Any]] = {}
         self._started_at: dict[Hashable, float] = {}
         self._committed: set[Hashable] = set()
+        self._open = False
+        self._closed = False
         self.stats = SpeculationStats()
 
     async def __aenter__(self) -> Speculator:
+        if self._open or self._closed:
+            raise ScopeClosedError("a Speculator can be entered once")
+        self._open = True
         return self
 
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ScopeClosedError(
+                "Speculator used outside its `async with` block: the call would have no owner"
+            )
+
     async def __aexit__(self, *exc: object) -> None:
+        self._open = False
+        self._closed = True
         loop = asyncio.get_running_loop()
         losers = [t for k, t in self._tasks.items() if k not in self._committed]
         now = loop.time()
@@ -245,6 +260,7 @@ class Speculator:
 
     def start(self, key: Hashable, factory: Callable[[], Awaitable[Any]]) -> bool:
         """Start ``key`` speculatively; ``False`` if it was already started."""
+        self._check_open()
         if key in self._tasks:
             return False
         self._tasks[key] = asyncio.ensure_future(factory())
@@ -254,6 +270,7 @@ class Speculator:
 
     async def commit(self, key: Hashable, factory: Callable[[], Awaitable[Any]]) -> Any:
         """The result of ``key``: its speculative call if started, else a call now."""
+        self._check_open()
         loop = asyncio.get_running_loop()
         if key in self._tasks:
             if key not in self._committed:

@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from enum import Enum, StrEnum
 
-__all__ = ["NodeState", "RunStatus", "SpeculationState", "StepStatus"]
+__all__ = ["NodeState", "RunStatus", "SpeculationState", "StepKind", "StepStatus"]
+
+
+class StepKind(StrEnum):
+    """How a step runs (see ``Graph``'s decorators of the same names)."""
+
+    STEP = "step"
+    MAP = "map"
+    """Once per item of another step's value, concurrently."""
+    ROUTE = "route"
+    """Chooses which of its branches run."""
+    STREAM = "stream"
+    """An async generator whose items are available as they come."""
+    EACH = "each"
+    """Once per item of a stream, as each arrives and the items it needs are done."""
 
 
 class StepStatus(StrEnum):
