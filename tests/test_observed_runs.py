@@ -75,6 +75,8 @@ def test_the_observed_path_goes_through_the_slot_that_released_a_step() -> None:
     assert (e.released, e.by, e.resource) == ("resource", "x", "r")
     assert e.wait == pytest.approx(0.9)
     assert report.step("e").queued == pytest.approx(0.9)
+    # what the runtime recorded: d made e ready, x's end gave it the slot
+    assert (report.step("e").released_by, report.step("e").slot_from) == ("d", "x")
     b = report.breakdown
     assert b is not None
     assert b.makespan == pytest.approx(1.5)
@@ -87,6 +89,38 @@ def test_the_observed_path_goes_through_the_slot_that_released_a_step() -> None:
     assert "observed path: x -> e" in text
     assert "waited 900.0 ms for a slot of r, freed by x" in text
     assert "breakdown: makespan 1500.0 = path work 600.0 + resource wait 900.0" in text
+
+
+async def test_on_the_real_clock_the_path_touches_within_the_loop_lag() -> None:
+    g = Graph("slots-real", output="e")
+
+    @g.step(resource="r")
+    async def x() -> int:
+        await asyncio.sleep(0.05)
+        return 1
+
+    @g.step
+    async def d() -> int:
+        await asyncio.sleep(0.005)  # ends first: its timer is due first
+        return 2
+
+    @g.step(resource="r")
+    async def e(d: int) -> int:
+        return d
+
+    report = (await asyncio.wait_for(g.run(resources={"r": 1}), 5.0)).report
+    assert [p.name for p in report.observed_path] == ["x", "e"]
+    assert (report.step("e").released_by, report.step("e").slot_from) == ("d", "x")
+    b = report.breakdown
+    assert b is not None
+    assert b.path_work + b.resource_wait + b.overhead == report.makespan
+    holder, waiter = report.observed_path
+    assert holder.end is not None
+    assert waiter.start is not None
+    lag = waiter.start - holder.end
+    assert 0 <= lag < 0.25  # only the loop's lag: counted as overhead
+    assert lag == pytest.approx(waiter.gap)
+    assert b.resource_wait == pytest.approx(holder.end - report.step("e").ready, abs=1e-9)
 
 
 def test_the_timeline_draws_the_observed_path_and_its_waits(tmp_path) -> None:
@@ -148,8 +182,8 @@ def test_a_slot_freed_by_another_run_stays_a_wait_on_the_path() -> None:
     assert [p.name for p in report.observed_path] == ["d", "e"]
     e = report.observed_path[1]
     assert e.released is Release.RESOURCE
-    if report.step("e").slot_from is not None:  # the runtime names who freed the slot
-        assert e.by == OTHER_RUN
+    assert report.step("e").slot_from == OTHER_RUN  # the runtime names who freed it
+    assert e.by == OTHER_RUN
     assert e.wait == pytest.approx(0.9)
     b = report.breakdown
     assert b is not None
@@ -197,6 +231,7 @@ def test_the_demo_reports_an_observed_path_whose_steps_touch() -> None:
     assert resource
     assert all(p.by in agent["observed_path"] for p in resource)
     assert_path_touches(report)
+    assert any(s.slot_from for s in report.steps)  # the runtime named the releasers
     ms = agent["breakdown_ms"]
     assert ms["makespan"] == agent["makespan_ms"]
     assert ms["span"] == agent["span_ms"]

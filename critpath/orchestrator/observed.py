@@ -151,7 +151,7 @@ class _Walker:
         wait = max(0.0, start - s.ready) if s.ready is not None else 0.0
         if s.start is None:  # still queued for a slot when the run ended
             queued_for_slot = True
-        elif self.annotated:
+        elif self.annotated:  # the runtime names who freed the slot
             queued_for_slot = s.slot_from is not None
         else:
             queued_for_slot = wait > self.tol
@@ -235,10 +235,11 @@ class _Walker:
 
 
 def _finish(walker: _Walker, steps: Sequence[StepReport]) -> StepReport | None:
-    """The record the run's finish waited on: the one that ended last (near-ties, within
-    the tolerance: a failure first, then a completed step, on the critical path, not
-    speculative, ended last, started first); or, when nothing ran up to the run's end,
-    a record still queued for a slot then (the one ready first)."""
+    """The record the run's finish waited on: a failure that ended within the tolerance
+    of the last end (the steps it cancelled end just after it), else the record that
+    ended last (ties: a completed one, on the critical path, not speculative, started
+    first); or, when nothing ran up to the run's end, a record still queued for a slot
+    then (the one ready first)."""
     ran = [s for s in steps if s.start is not None]
     last = max((walker.end_of(s) or 0.0 for s in ran), default=None)
     queued = [
@@ -250,12 +251,14 @@ def _finish(walker: _Walker, steps: Sequence[StepReport]) -> StepReport | None:
         return min(queued, key=lambda s: (s.ready or 0.0, s.name))
     if last is None:
         return None
-    near = [s for s in ran if (walker.end_of(s) or 0.0) >= last - walker.tol]
+    failed = [
+        s for s in ran if s.status == "failed" and (walker.end_of(s) or 0.0) >= last - walker.tol
+    ]  # fmt: skip
+    near = failed or [s for s in ran if (walker.end_of(s) or 0.0) >= last - _TIE]
 
-    def rank(s: StepReport) -> tuple[int, bool, bool, float, float, str]:
-        status = 0 if s.status == "failed" else 1 if s.status in _COMPLETED else 2
-        return (status, not s.critical, s.speculative, -(walker.end_of(s) or 0.0),
-                s.start or 0.0, s.name)  # fmt: skip
+    def rank(s: StepReport) -> tuple[bool, bool, bool, float, str]:
+        return (s.status not in _COMPLETED, not s.critical, s.speculative, s.start or 0.0,
+                s.name)  # fmt: skip
 
     return min(near, key=rank)
 
