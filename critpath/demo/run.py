@@ -122,6 +122,10 @@ async def _agent_run(tiers: Tiers, opts: DemoOptions) -> dict[str, Any]:
             "work_ms": round(report.work * 1000, 1),
             "parallelism": round(report.parallelism, 3),
             "critical_path": report.critical_path,
+            "observed_path": [p.name for p in report.observed_path],  # details: report
+            "breakdown_ms": {
+                k: round(v * 1000, 1) for k, v in dict(report.breakdown or {}).items()
+            },
             "report": json.loads(report.model_dump_json()),
             "report_text": report.to_text(),
         },
