@@ -25,9 +25,9 @@ from critpath.adapters import complete, make_request
 from critpath.adapters.sim import LatencyProfile, SimulatedModel
 from critpath.adapters.sim.clock import VirtualTimeLoop, run_virtual
 from critpath.adapters.sim.model import _split
+from critpath.bench.plots import Point, lines_svg, scatter_svg
 from critpath.cascades import Cascade, Tier, Vote, fit_threshold
 from critpath.errors import ConfigError
-from critpath.plots import Point, lines_svg, scatter_svg
 from critpath.strategies import (
     Replay,
     in_calibration,

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 
 from critpath.adapters.protocol import Model, ModelRequest
-from critpath.adapters.sim.server import check_host
 from critpath.cascades.refine import Refine
 from critpath.errors import ConfigError
+from critpath.serve.net import check_host
 from critpath.strategies.evaluate import ask
 
 __all__ = ["ChatTarget", "OpenAITarget", "StrategyTarget", "Target", "loopback_url"]
