@@ -173,7 +173,7 @@ def build_named(key: str, models: Sequence[Model]) -> BuiltStrategy:
     if key in names:
         model = models[names.index(key)]
         return BuiltStrategy(key, key, StrategyKind.SINGLE, model)
-    if key in known_names(names):
+    if key in {s.value for s in DemoStrategy}:
         s = DemoStrategy(key)
         return BuiltStrategy(key, s.label(names), s.kind, build_strategy(s, models))
     raise ConfigError(f"unknown strategy {key!r}; known: {', '.join(known_names(names))}")
