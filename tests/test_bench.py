@@ -98,3 +98,27 @@ def test_adapter_reports_openai_skipped_when_not_installed(
     assert result["openai"] == {"skipped": "not installed"}
     assert "ratio_vs_openai_client" not in result
     assert result["critpath_rps"] > 0
+
+
+def test_recorded_data_is_found_by_path_env_or_beside_the_checkout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from critpath.errors import ConfigError
+    from critpath.strategies.data import recorded_dir
+
+    dataset = tmp_path / "mmlu_pro"
+    dataset.mkdir()
+    (dataset / "questions.jsonl").write_text("")
+    assert recorded_dir(dataset) == dataset
+    assert recorded_dir(tmp_path) == dataset  # a folder holding the set
+    monkeypatch.setenv("CRITPATH_DATA", str(tmp_path))
+    assert recorded_dir() == dataset
+    monkeypatch.delenv("CRITPATH_DATA")
+    monkeypatch.chdir(tmp_path)
+    beside = ROOT.parent / "shared" / "data"  # beside the checkout, as in the main one
+    if (beside / "mmlu_pro" / "questions.jsonl").is_file():
+        assert recorded_dir() == beside / "mmlu_pro"
+    else:
+        with pytest.raises(ConfigError, match="pass --data DIR") as info:
+            recorded_dir()
+        assert str(beside) in str(info.value)
