@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-class UsageError(ConfigError):
+class _UsageError(ConfigError):
     """A bad argument: the command exits with status 2."""
 
 
@@ -61,14 +61,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
     )
     if opts.models and not opts.base_url:
-        raise UsageError("--model needs --base-url")
+        raise _UsageError("--model needs --base-url")
     if opts.base_url and not opts.models:
-        raise UsageError("--base-url needs at least one --model NAME")
+        raise _UsageError("--base-url needs at least one --model NAME")
     if opts.questions is not None and opts.questions < 1:
-        raise UsageError("--questions must be >= 1")
+        raise _UsageError("--questions must be >= 1")
     for path in (opts.timeline, opts.report_json):
         if path is not None and not path.parent.is_dir():
-            raise UsageError(f"no folder {path.parent} for {path.name}")
+            raise _UsageError(f"no folder {path.parent} for {path.name}")
     if args.trace:
         from critpath.telemetry import enable_tracing
 
@@ -95,15 +95,15 @@ def _cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from critpath.bench import UnknownBenchmark, load, names
+    from critpath.bench import load, names
 
     if not args.name:
         print("benchmarks: " + ", ".join(names()))
         return 0
     try:
         bench = load(args.name)
-    except UnknownBenchmark as exc:
-        raise UsageError(str(exc)) from None
+    except ConfigError as exc:  # not a registered name
+        raise _UsageError(str(exc)) from None
     bparser = _Parser(prog=f"critpath bench {bench.name}")
     bparser.add_argument("--json", action="store_true", help="print one JSON object")
     bench.add_arguments(bparser)
@@ -155,7 +155,7 @@ def _load_report(path: str) -> RunReport:
 def _cmd_report(args: argparse.Namespace) -> int:
     report = _load_report(args.file)
     if args.html and not Path(args.html).resolve().parent.is_dir():
-        raise UsageError(f"no folder for the timeline {args.html!r}")
+        raise _UsageError(f"no folder for the timeline {args.html!r}")
     try:
         text = report.to_text()
         html = report.save_html(args.html) if args.html else None
@@ -194,7 +194,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
             max_num_seqs=args.max_num_seqs,
         )
     except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+        raise _UsageError(str(exc)) from None
 
     def ready(server: SimServer) -> None:
         names = ", ".join(fleet.names())
@@ -298,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except SystemExit as exc:  # argparse: --help (0) or a bad argument (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
-    except UsageError as exc:
+    except _UsageError as exc:
         return _fail(args, exc, 2)
     except CritpathError as exc:
         return _fail(args, exc, 1)

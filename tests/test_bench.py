@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from critpath.bench import BENCHMARKS, UnknownBenchmark, load, names, peers
+from critpath.bench import BENCHMARKS, load, names, peers
 from critpath.cli import main
+from critpath.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +38,7 @@ def test_every_registered_benchmark_loads() -> None:
     "name", ["nope", "../runtime", "../../x", "/tmp/x.py", "runtime.py", "_sse_server", "plots"]
 )
 def test_only_registered_names_load(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(UnknownBenchmark, match="available: adapter, cascade"):
+    with pytest.raises(ConfigError, match="available: adapter, cascade"):
         load(name)
     assert main(["bench", name]) == 2
     err = capsys.readouterr().err
@@ -103,7 +104,6 @@ def test_adapter_reports_openai_skipped_when_not_installed(
 def test_recorded_data_is_found_by_path_env_or_beside_the_checkout(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from critpath.errors import ConfigError
     from critpath.strategies.data import recorded_dir
 
     dataset = tmp_path / "mmlu_pro"

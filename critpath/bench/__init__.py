@@ -13,6 +13,6 @@ run and reports ratios; figures, commands and dates are in ``docs/BENCHMARKS.md`
   loadtest`` and ``critpath demo``.
 """
 
-from critpath.bench.registry import BENCHMARKS, Benchmark, UnknownBenchmark, load, names
+from critpath.bench.registry import BENCHMARKS, Benchmark, load, names
 
-__all__ = ["BENCHMARKS", "Benchmark", "UnknownBenchmark", "load", "names"]
+__all__ = ["BENCHMARKS", "Benchmark", "load", "names"]

@@ -11,7 +11,7 @@ other ``benchmarks`` package on ``sys.path`` is ever run.
 >>> load("../runtime")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-critpath.bench.registry.UnknownBenchmark: unknown benchmark '../runtime'; available: adapter, ...
+critpath.errors.ConfigError: unknown benchmark '../runtime'; available: adapter, ...
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 from critpath.errors import ConfigError
 
-__all__ = ["BENCHMARKS", "Benchmark", "UnknownBenchmark", "load", "names"]
+__all__ = ["BENCHMARKS", "Benchmark", "load", "names"]
 
 BENCHMARKS: Mapping[str, str] = MappingProxyType({
     "adapter": "critpath.bench.adapter",
@@ -39,14 +39,6 @@ BENCHMARKS: Mapping[str, str] = MappingProxyType({
 """Benchmark name -> the module (in this package) that implements it."""
 
 Result = dict[str, Any]
-
-
-class UnknownBenchmark(ConfigError):
-    """No benchmark of that name (the message lists the available ones)."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"unknown benchmark {name!r}; available: {', '.join(names())}")
-        self.name = name
 
 
 def names() -> list[str]:
@@ -64,13 +56,6 @@ class Benchmark:
     render: Callable[[Result], str]
     virtual_time: bool
 
-    def parser(self) -> argparse.ArgumentParser:
-        """Its command line: ``--json`` and the benchmark's own options."""
-        p = argparse.ArgumentParser(prog=f"critpath bench {self.name}")
-        p.add_argument("--json", action="store_true", help="print one JSON object")
-        self.add_arguments(p)
-        return p
-
     def execute(self, args: argparse.Namespace) -> Result:
         """Run it to the end: on virtual time for a simulation, else on a real loop."""
         if self.virtual_time:
@@ -81,10 +66,11 @@ class Benchmark:
 
 
 def load(name: str) -> Benchmark:
-    """The benchmark registered as ``name``; ``UnknownBenchmark`` for any other name."""
+    """The benchmark registered as ``name``; ``ConfigError`` (naming the available ones)
+    for any other name."""
     module_name = BENCHMARKS.get(name)
     if module_name is None:
-        raise UnknownBenchmark(name)
+        raise ConfigError(f"unknown benchmark {name!r}; available: {', '.join(names())}")
     return _from_module(name, importlib.import_module(module_name))
 
 
