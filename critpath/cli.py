@@ -146,6 +146,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             faults=parse_faults(args.faults) if args.faults else None,
             max_num_seqs=args.max_num_seqs,
+            prefix_cache_blocks=args.prefix_cache_blocks,
         )
     except ConfigError as exc:
         parser.error(str(exc))
@@ -227,6 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--faults", default=None, help="e.g. straggler=0.05,error=0.01,reset=0.01,stall=0.01"
     )
     sim.add_argument("--max-num-seqs", type=int, default=None, help="sequences decoded at once")
+    sim.add_argument(
+        "--prefix-cache-blocks", type=int, default=None,
+        help="a prefix cache of this many 16-token blocks per replica (default: none)",
+    )  # fmt: skip
     sim.set_defaults(func=_cmd_sim_server, parser=sim)
 
     if argv and argv[0] == "bench":

@@ -9,7 +9,10 @@ picks by ``strategy``:
   to the lowest learned TTFT (p50 of the replica's ``stats``) when every tied replica
   has one, else round robin;
 - ``"p2c"`` (power of two choices): two replicas drawn at random (seeded), the less
-  loaded of the two.
+  loaded of the two;
+- ``"prefix"``: the replica most likely to hold the request's prompt prefix in its KV
+  cache, with bounded load (``routing.PrefixRouter``, or the one given as ``router``);
+  a request placed without its prompt (``acquire()``) goes to the least loaded.
 
 Live load: replicas that report it (an async ``load()`` returning ``ServerLoad``, as
 ``OpenAICompatible`` reads vLLM's ``/metrics`` and ``SimulatedModel`` its scheduler)
@@ -37,6 +40,7 @@ from typing import Literal, Protocol, runtime_checkable
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.routing import PrefixRouter, prompt_of
 from critpath.adapters.stats import EndpointStats
 from critpath.errors import ConfigError, ModelError
 
@@ -49,8 +53,8 @@ __all__ = [
     "Strategy",
 ]
 
-Strategy = Literal["least_outstanding", "p2c"]
-_STRATEGIES = ("least_outstanding", "p2c")
+Strategy = Literal["least_outstanding", "p2c", "prefix"]
+_STRATEGIES = ("least_outstanding", "p2c", "prefix")
 
 
 @runtime_checkable
@@ -132,6 +136,7 @@ class Pool:
         strategy: Strategy = "least_outstanding",
         seed: int = 0,
         name: str | None = None,
+        router: PrefixRouter | None = None,
     ) -> None:
         if not replicas:
             raise ConfigError("a Pool needs at least one replica")
@@ -150,6 +155,11 @@ class Pool:
         self._probe_bug: Exception | None = None
         self._refreshes = 0
         self._load_errors = 0
+        self.router: PrefixRouter | None = None
+        if strategy == "prefix":
+            self.router = router if router is not None else PrefixRouter(n)
+            if self.router.replicas != n:
+                raise ConfigError(f"the router has {self.router.replicas} replicas, not {n}")
 
     @property
     def name(self) -> str:
@@ -170,10 +180,19 @@ class Pool:
             return float(self._outstanding[index])
         return server + (self._picks[index] - self._sent_at_refresh[index])
 
-    def acquire(self, *, exclude: Collection[int] = ()) -> Lease:
+    def acquire(
+        self, *, exclude: Collection[int] = (), request: ModelRequest | None = None
+    ) -> Lease:
         """Pick a replica (avoiding the indices in ``exclude`` while another is left) and
-        count one request on it until the lease is released."""
-        index = self._pick(exclude)
+        count one request on it until the lease is released; ``request``: what it is
+        for (the ``"prefix"`` strategy routes by its prompt)."""
+        if self.router is not None and request is not None:
+            blocks = self.router.blocks_of(prompt_of(request))
+            loads = [self.replica_load(i) for i in range(len(self.replicas))]
+            index = self.router.choose(blocks, loads, exclude)
+            self.router.record(blocks, index)
+        else:
+            index = self._pick(exclude)
         self._outstanding[index] += 1
         self._picks[index] += 1
         return Lease(self, index)
@@ -203,7 +222,7 @@ class Pool:
         return self._stream(request)
 
     async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        with self.acquire() as lease:
+        with self.acquire(request=request) as lease:
             async with aclosing(lease.model.stream(request)) as chunks:
                 async for chunk in chunks:
                     yield chunk
