@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import os
 import random
 import shutil
 import socket
@@ -356,18 +355,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "profile": args.profile,
         "replicas": args.replicas,
         "workload": {
-            "conversations": args.conversations, "turns": args.turns, "rate": args.rate,
-            "think_s": args.think, "system_tokens": args.system_tokens,
-            "user_tokens": args.user_tokens, "cache_blocks": args.cache_blocks,
-            "max_num_seqs": args.max_num_seqs, "hot_rate": args.hot_rate,
-            "hot_questions": args.hot_questions, "doc_tokens": args.doc_tokens,
-        },  # fmt: skip
+            "conversations": args.conversations,
+            "turns": args.turns,
+            "rate": args.rate,
+            "think_s": args.think,
+            "system_tokens": args.system_tokens,
+            "user_tokens": args.user_tokens,
+            "cache_blocks": args.cache_blocks,
+            "max_num_seqs": args.max_num_seqs,
+            "hot_rate": args.hot_rate,
+            "hot_questions": args.hot_questions,
+            "doc_tokens": args.doc_tokens,
+        },
         "routing": routing,
         "goals": _goals(routing, caches),
         "cache": caches,
         "coalescing": coalescing,
         "notes": notes,
-        "python_pid": os.getpid(),
         "wall_s": time.perf_counter() - wall,
     }
 
