@@ -60,6 +60,7 @@ from critpath.orchestrator.events import (
     StepStarted,
 )
 from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.memo import MISSING
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
 from critpath.orchestrator.speculation import SpeculationStats
@@ -722,6 +723,23 @@ class Run:
     async def _call(
         self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
     ) -> Any:
+        memo = node.step.cache
+        if memo is None:
+            return await self._compute(node, rec, ctx, kwargs)
+        inputs = {k: v for k, v in kwargs.items() if k != node.step.ctx_param}
+        key = memo.key(node.step.name, inputs)
+        if key is not None:
+            value = await memo.lookup(key)
+            if value is not MISSING:
+                return value
+        value = await self._compute(node, rec, ctx, kwargs)
+        if key is not None:
+            await memo.save(key, value)
+        return value
+
+    async def _compute(
+        self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
+    ) -> Any:
         step = node.step
         if step.kind == _K_STREAM:
             return await self.streams.produce(node, rec, kwargs)
@@ -755,7 +773,9 @@ class Run:
             if step.kind == _K_ROUTE and step.predict is not None:
                 self.speculations.speculate(node, kwargs, rec)
             try:
-                if step.is_async and step.retry is None and step.kind != _K_STREAM:
+                if step.is_async and step.retry is None and step.cache is None and (
+                    step.kind != _K_STREAM
+                ):
                     value = await step.fn(**kwargs)  # the common case, one frame less
                 else:
                     value = await self._call(node, rec, ctx, kwargs)
