@@ -7,9 +7,11 @@
 - ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
 - ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``.
 - Wrappers, themselves ``Model``s: ``Pool`` (balance replicas), ``Hedge`` (hedged
-  requests with a budget).
+  requests with a budget), ``Adaptive`` (the best model predicted to answer in time;
+  its pure decisions in ``brownout``).
 """
 
+from critpath.adapters.adaptive import Adaptive, Candidate, LoadShedError, record_decisions
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
 from critpath.adapters.openai_http import OpenAICompatible, Timeouts
@@ -29,6 +31,8 @@ from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock, Timings
 
 __all__ = [
+    "Adaptive",
+    "Candidate",
     "Chunk",
     "Completion",
     "EndpointStats",
@@ -37,6 +41,7 @@ __all__ = [
     "HedgeBudget",
     "HedgeStatistics",
     "Lease",
+    "LoadShedError",
     "Message",
     "Model",
     "ModelRequest",
@@ -55,6 +60,7 @@ __all__ = [
     "complete",
     "make_request",
     "parse_metrics",
+    "record_decisions",
     "server_load",
 ]
 
