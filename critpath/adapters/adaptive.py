@@ -186,19 +186,20 @@ class AdaptiveStatistics:
     candidates: tuple[CandidateStatistics, ...]
 
 
-_LOG: ContextVar[list[Decision] | None] = ContextVar("critpath_adaptive_log", default=None)
+_LOGS: ContextVar[tuple[list[Decision], ...]] = ContextVar("critpath_adaptive_logs", default=())
 
 
 @contextmanager
 def record_decisions() -> Iterator[list[Decision]]:
     """Collect the decisions of the ``Adaptive`` calls made inside the block (in this
-    task and the tasks it starts), in order: for callers outside a run."""
+    task and the tasks it starts), in order: for callers outside a run. Blocks nest:
+    an inner block's decisions are also the outer's."""
     log: list[Decision] = []
-    token = _LOG.set(log)
+    token = _LOGS.set((*_LOGS.get(), log))
     try:
         yield log
     finally:
-        _LOG.reset(token)
+        _LOGS.reset(token)
 
 
 @dataclass(slots=True)
@@ -517,8 +518,7 @@ def _learn(
 
 
 def _record(decision: Decision) -> None:
-    log = _LOG.get()
-    if log is not None:
+    for log in _LOGS.get():
         log.append(decision)
     step = current_step()
     if step is not None:
