@@ -4,8 +4,12 @@ fast-then-refine. Simulated models on virtual time: every latency is exact."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import random
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -355,3 +359,53 @@ def test_as_the_draft_of_refine() -> None:
     text, log = virtual(main())
     assert [d.model for d in log] == ["small"]
     assert text.endswith("(A).")  # the strong model's revision is final
+
+
+# ---- the benchmark --------------------------------------------------------------------
+
+
+def _recorded(root: Path) -> Path:
+    """A small recorded set: ``strong`` (70B, right 80%), ``medium`` (34B, 60%), ``small``
+    (7B, 40%), every answer 100 tokens."""
+    rng = random.Random(3)
+    d = root / "set"
+    (d / "responses").mkdir(parents=True)
+    acc = {"strong": 0.8, "medium": 0.6, "small": 0.4}
+    questions, rows = [], {m: [] for m in acc}
+    for i in range(200):
+        answer = rng.choice("ABCD")
+        questions.append({"id": f"q{i}", "question": f"Q{i}?", "answer": answer,
+                          "options": ["a", "b", "c", "d"]})  # fmt: skip
+        for m, p in acc.items():
+            pred = answer if rng.random() < p else ("A" if answer != "A" else "B")
+            rows[m].append({"id": f"q{i}", "pred": pred, "output_chars": 400})
+    (d / "questions.jsonl").write_text("\n".join(json.dumps(q) for q in questions))
+    for m, r in rows.items():
+        (d / "responses" / f"{m}.jsonl").write_text("\n".join(json.dumps(x) for x in r))
+    params = {"strong": 70, "medium": 34, "small": 7}
+    (d / "models.json").write_text(json.dumps({m: {"params_b": p} for m, p in params.items()}))
+    return d
+
+
+def test_bench_adaptive_answers_in_time_where_the_strong_model_alone_is_late(
+    tmp_path: Path,
+) -> None:
+    from critpath.bench import adaptive as bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--data", str(_recorded(tmp_path)), "--strong", "strong",
+                              "--medium", "medium", "--small", "small", "--slo", "15",
+                              "--duration", "60", "--loads", "0.5,2", "--quiet"])  # fmt: skip
+    result = virtual(bench.run(args))
+    keys = {"policy", "load", "within_slo", "shed", "accuracy", "p50_ms", "p99_ms"}
+    assert all(keys <= set(a) for a in result["arms"])
+    by = {(a["policy"], a["load"]): a for a in result["arms"]}
+    assert set(by) == {(p, x) for p in bench.POLICIES for x in (0.5, 2.0)}
+    calm = {k: v for k, v in by["adaptive", 0.5].items() if k in keys - {"policy"}}
+    assert calm == {k: by["strong", 0.5][k] for k in calm}  # the same answers when calm
+    assert by["adaptive", 2.0]["within_slo"] > by["strong", 2.0]["within_slo"]
+    assert by["admission", 2.0]["shed"] > 0
+    assert by["adaptive", 2.0]["shed"] == 0
+    assert by["adaptive", 2.0]["answered_by"]["medium"] > 0
+    assert "adaptive" in bench.render(result)

@@ -19,7 +19,8 @@ on virtual time:
 Per policy and load: ``within_slo`` (answered within the SLO, a fraction of all
 sent), ``shed`` (fraction refused), ``accuracy`` (of the answers given), ``p50_ms`` /
 ``p99_ms`` (of the answers given, from the scheduled arrival), and for the adaptive
-policy which models answered and how often its brownout tripped and recovered.
+policy which models answered; for both Adaptive policies how often the brownout
+tripped (``trips``) and recovered. ``--recover 1`` turns the hysteresis off.
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=240.0, help="simulated s per load")
     parser.add_argument("--max-tokens", type=int, default=512, help="per request")
     parser.add_argument("--quantile", type=float, default=0.98, help="of the learned lengths")
+    parser.add_argument("--recover", type=float, default=0.8, help="hysteresis margin (1: none)")
     parser.add_argument("--seed", type=int, default=0, help="arrivals, questions, latency")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per chunk")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -118,7 +120,9 @@ class _Setup:
         mean_tokens = math.fsum(lengths) / len(lengths)
         mean_prompt = math.fsum(prompts) / len(prompts)
         ttft = (p.queue_s + p.prefill_per_token_s * mean_prompt) * math.exp(p.ttft_sigma**2 / 2)
-        tpot = p.tpot_s * math.exp(p.tpot_sigma**2 / 2) * (1 + p.batch_slowdown * (p.max_num_seqs - 1))
+        tpot = (
+            p.tpot_s * math.exp(p.tpot_sigma**2 / 2) * (1 + p.batch_slowdown * (p.max_num_seqs - 1))
+        )
         return p.max_num_seqs / (ttft + (mean_tokens - 1) * tpot)
 
     def arrivals(self, load: float) -> list[_Arrival]:
@@ -208,6 +212,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--loads must be positive numbers")
     if not 0.0 < args.quantile < 1.0:
         raise ConfigError("--quantile must be in (0, 1)")
+    if not 0.0 < args.recover <= 1.0:
+        raise ConfigError("--recover must be in (0, 1]")
     setup = _Setup(args)
     arms: list[dict[str, Any]] = []
     for load in loads:
@@ -223,6 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             adaptive = Adaptive(
                 models[:1] if policy == "admission" else models,
                 quantile=args.quantile,
+                recover=args.recover,
                 on_miss=OnMiss.SHED if policy == "admission" else OnMiss.FASTEST,
             )
             async with adaptive.watch(0.5):
@@ -242,6 +249,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration,
         "max_tokens": args.max_tokens,
         "quantile": args.quantile,
+        "recover": args.recover,
         "arms": arms,
         "goals": _goals(arms, _alone(setup)),
     }
@@ -262,7 +270,7 @@ def _goals(arms: Sequence[dict[str, Any]], alone: dict[str, float]) -> dict[str,
     goals: dict[str, Any] = {}
     a2, s2, d2 = by.get(("adaptive", 2.0)), by.get(("strong", 2.0)), by.get(("admission", 2.0))
     if a2 is not None and s2 is not None and d2 is not None:
-        strong, small = list(alone.values())[0], list(alone.values())[2]
+        strong, _, small = alone.values()
         halfway = small + (strong - small) / 2
         goals["at_2x"] = {
             "adaptive_within_slo": a2["within_slo"],
@@ -278,7 +286,8 @@ def _goals(arms: Sequence[dict[str, Any]], alone: dict[str, float]) -> dict[str,
             "within_slo": [s05["within_slo"], a05["within_slo"]],
             "accuracy": [s05["accuracy"], a05["accuracy"]],
             "p50_ms": [s05["p50_ms"], a05["p50_ms"]],
-            "strong_share": a05.get("answered_by", {}).get(list(alone)[0], 0) / max(a05["sent"], 1),
+            "strong_share": a05.get("answered_by", {}).get(next(iter(alone)), 0)
+            / max(a05["sent"], 1),
         }
     return goals
 
@@ -294,7 +303,7 @@ def render(result: dict[str, Any]) -> str:
     ]
     head = (
         f"{'load':>5} {'policy':<10} {'sent':>6} {'in SLO':>7} {'shed':>6} {'acc':>6} "
-        f"{'p50 ms':>9} {'p99 ms':>9}  answered by (strong/medium/small)"
+        f"{'p50 ms':>9} {'p99 ms':>9} {'trips':>5}  answered by (strong/medium/small)"
     )
     lines += [head, "-" * len(head)]
     for a in result["arms"]:
@@ -302,7 +311,8 @@ def render(result: dict[str, Any]) -> str:
         mix = "/".join(str(by[n]) for n in (m["strong"], m["medium"], m["small"])) if by else ""
         lines.append(
             f"{a['load']:>5g} {a['policy']:<10} {a['sent']:>6} {a['within_slo']:>7.3f} "
-            f"{a['shed']:>6.3f} {a['accuracy']:>6.3f} {a['p50_ms']:>9.0f} {a['p99_ms']:>9.0f}  {mix}"
+            f"{a['shed']:>6.3f} {a['accuracy']:>6.3f} {a['p50_ms']:>9.0f} {a['p99_ms']:>9.0f} "
+            f"{a.get('trips', ''):>5}  {mix}"
         )
     g = result["goals"].get("at_2x")
     if g:
