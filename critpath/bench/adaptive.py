@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=240.0, help="simulated s per load")
     parser.add_argument("--max-tokens", type=int, default=512, help="per request")
     parser.add_argument("--quantile", type=float, default=0.98, help="of the learned lengths")
-    parser.add_argument("--recover", type=float, default=0.8, help="hysteresis margin (1: none)")
+    parser.add_argument("--recover", type=float, default=0.6, help="hysteresis margin (1: none)")
     parser.add_argument("--seed", type=int, default=0, help="arrivals, questions, latency")
     parser.add_argument("--stream-interval", type=int, default=16, help="tokens per chunk")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
