@@ -53,6 +53,7 @@ from critpath.cascades import (
 )
 from critpath.deadlines import deadline
 from critpath.errors import ConfigError, ServerError
+from critpath.strategies.evaluate import ask
 
 REQ = make_request(messages="Which option?", max_tokens=64)
 
@@ -262,7 +263,6 @@ async def test_early_quorum_cancels_stragglers() -> None:
     assert result.agreement == 1.0
     assert result.min_agreement == pytest.approx(2 / 3)
     assert result.completion.text == answer("A")
-    assert vote.last_result is result
     assert result.quorum_reached is None
     assert result.failed == ()
 
@@ -340,9 +340,10 @@ async def test_vote_stream_and_abstentions() -> None:
     vote = Vote([Scripted("p", "I don't know."), Scripted("q", "I don't know.")])
     done = await complete(vote, REQ)
     assert done.text == "I don't know."
-    assert vote.last_result is not None
-    assert vote.last_result.winner is None
-    assert [b.status for b in vote.last_result.ballots] == ["abstained", "abstained"]
+    assert not hasattr(vote, "last_result")  # a call's result is returned, never kept
+    result = await vote.decide(REQ)
+    assert result.winner is None
+    assert [b.status for b in result.ballots] == ["abstained", "abstained"]
     assert (await complete(Vote([Scripted("r", answer("E"))]), REQ)).text == answer("E")
 
 
@@ -375,7 +376,6 @@ async def test_first_tier_accepted_never_starts_the_next() -> None:
     assert big.outcome == "not called"
     assert result.tiers[1].status == "not_started"
     assert result.escalations == ()
-    assert cascade.last_result is result
 
 
 @pytest.mark.usefixtures("no_leftover_tasks")
@@ -584,3 +584,122 @@ async def test_cascade_and_vote_beat_the_small_model_on_the_synthetic_task() -> 
     voted = await accuracy(vote, task)
     assert cascaded > alone + 0.1, (alone, cascaded)
     assert voted > alone + 0.05, (alone, voted)
+
+
+# ---- concurrent calls on one object ---------------------------------------------------
+
+
+class PerQuestion:
+    """Answers each question (the last message) with its own text, once that question's
+    gate is set; ``started[q]`` is set when a call for ``q`` begins."""
+
+    def __init__(self, name: str, answers: dict[str, str]) -> None:
+        self.name = name
+        self.answers = answers
+        self.gates = {q: asyncio.Event() for q in answers}
+        self.started = {q: asyncio.Event() for q in answers}
+
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+        assert request.messages is not None
+        q = request.messages[-1].content
+        self.started[q].set()
+        yield Chunk()
+        await self.gates[q].wait()
+        yield Chunk(text=self.answers[q], tokens=1, finish_reason="stop")
+
+
+Q1 = make_request(messages="Q1", max_tokens=8, request_id="q1")
+Q2 = make_request(messages="Q2", max_tokens=8, request_id="q2")
+
+
+@pytest.mark.usefixtures("no_leftover_tasks")
+async def test_concurrent_votes_on_one_vote_each_get_their_own_result() -> None:
+    voters = [PerQuestion(f"v{i}", {"Q1": answer("A"), "Q2": answer("B")}) for i in range(2)]
+    vote = Vote(voters)
+    first = asyncio.create_task(vote.decide(Q1))
+    second = asyncio.create_task(vote.decide(Q2))
+    for v in voters:  # both calls are in flight on the same Vote
+        await wait_for(v.started["Q1"])
+        await wait_for(v.started["Q2"])
+    for v in voters:  # the second call finishes first
+        v.gates["Q2"].set()
+    r2 = await second
+    assert not first.done()
+    for v in voters:
+        v.gates["Q1"].set()
+    r1 = await first
+    assert (r1.winner, r1.completion.text) == ("A", answer("A"))
+    assert (r2.winner, r2.completion.text) == ("B", answer("B"))
+    assert [b.answer for b in r1.ballots] == ["A", "A"]
+    assert [b.answer for b in r2.ballots] == ["B", "B"]
+    assert vote.stats.requests == 2
+
+
+@pytest.mark.usefixtures("no_leftover_tasks")
+async def test_concurrent_calls_on_one_cascade_each_get_their_own_result() -> None:
+    small = PerQuestion("small", {"Q1": answer("A"), "Q2": "I don't know."})
+    big = PerQuestion("big", {"Q1": answer("C"), "Q2": answer("D")})
+    cascade = Cascade([Tier(small, AbstentionScorer(), 0.5, hedge=False), Tier(big)])
+    first = asyncio.create_task(cascade.decide(Q1))
+    second = asyncio.create_task(cascade.decide(Q2))
+    await wait_for(small.started["Q1"])
+    small.gates["Q2"].set()  # Q2's cheap answer abstains: Q2 escalates, Q1 still runs
+    await wait_for(big.started["Q2"])
+    small.gates["Q1"].set()
+    r1 = await first  # Q1 ends while Q2 is still on the big tier
+    assert not second.done()
+    big.gates["Q2"].set()
+    r2 = await second
+    assert (r1.tier, r1.completion.text, r1.escalations) == (0, answer("A"), ())
+    assert (r2.tier, r2.completion.text) == (1, answer("D"))
+    assert [(e.from_tier, e.reason) for e in r2.escalations] == [(0, Reason.ABSTAINED)]
+    assert [t.status for t in r1.tiers] == ["accepted", "not_started"]
+    assert [t.status for t in r2.tiers] == ["rejected", "accepted"]
+    assert not big.started["Q1"].is_set()
+    assert not hasattr(cascade, "last_result")
+
+
+@pytest.mark.usefixtures("no_leftover_tasks")
+async def test_concurrent_asks_of_one_strategy_report_their_own_decision() -> None:
+    small = PerQuestion("small", {"Q1": answer("A"), "Q2": "I don't know."})
+    big = PerQuestion("big", {"Q1": answer("C"), "Q2": answer("D")})
+    for gate in (*small.gates.values(), *big.gates.values()):
+        gate.set()
+    cascade = Cascade([Tier(small, AbstentionScorer(), 0.5, hedge=False), Tier(big)])
+    o1, o2 = await asyncio.gather(ask(cascade, Q1, "A"), ask(cascade, Q2, "D"))
+    assert (o1.answer, o1.correct, o1.detail) == ("A", True, "tier0")
+    assert (o2.answer, o2.correct, o2.detail) == ("D", True, "tier1")
+    assert o1.ttft is not None
+    assert o2.ttft is not None
+
+
+# ---- logging --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_leftover_tasks")
+async def test_cascade_logs_each_escalation_with_tier_score_and_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    unsure, big = Scripted("t0", answer("B"), confidence=0.3), Scripted("t1", answer("C"))
+    cascade = Cascade([Tier(unsure, LogprobScorer(), 0.5, hedge=False), Tier(big)], name="c")
+    with caplog.at_level("DEBUG", logger="critpath.cascades.cascade"):
+        await cascade.decide(Q1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "critpath.cascades.cascade"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("cascade c: request q1: escalated past tier 0 (t0) at ")
+    assert "low_confidence: escalated: low confidence 0.300 < 0.500" in lines[0]
+    assert lines[0].endswith("; tier 1 starts")
+    assert lines[1].startswith("cascade c: request q1: answered by tier 1 (t1), accepted, at ")
+    assert {r.levelname for r in caplog.records} == {"DEBUG"}
+
+
+@pytest.mark.usefixtures("no_leftover_tasks")
+async def test_vote_logs_an_early_quorum_stop(caplog: pytest.LogCaptureFixture) -> None:
+    late = Scripted("late", answer("B"), open_gate=False)
+    vote = Vote([Scripted("a1", answer("A")), late, Scripted("a2", answer("A"))], name="v")
+    with caplog.at_level("DEBUG", logger="critpath.cascades.vote"):
+        await vote.decide(Q1)
+        await Vote([Scripted("x", answer("A"))]).decide(Q1)  # heard everyone: quiet
+    (record,) = [r for r in caplog.records if r.name == "critpath.cascades.vote"]
+    assert record.getMessage().startswith("vote v: request q1: decided early for 'A' at ")
+    assert record.getMessage().endswith("1 straggler(s) cancelled")

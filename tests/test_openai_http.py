@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import socket
 import sys
 import time
@@ -1127,3 +1128,101 @@ async def test_fault_server_counts_connections(fault_server: FaultServer) -> Non
     await adapter.aclose()
     await fault_server.wait_until(lambda: fault_server.open_connections == 0, within=WITHIN)
     await asyncio.wait_for(req.disconnected.wait(), WITHIN)
+
+
+# ---- logging --------------------------------------------------------------------------
+
+HTTP_LOG = "critpath.adapters.openai_http"
+TAGGED = make_request(messages="hi", max_tokens=5, request_id="r-7")
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == HTTP_LOG]
+
+
+async def test_a_retry_is_logged_with_its_attempt_error_and_wait(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    policy = RetryPolicy(attempts=3, initial=0.02, maximum=0.02, jitter=0, retry_if=is_retryable)
+    adapter = adapter_for(fault_server, retry=policy)
+    fault_server.push(status(503), ok())
+    with caplog.at_level("INFO", logger=HTTP_LOG):
+        assert (await complete(adapter, TAGGED)).text == "Hello world"
+    (record,) = logged(caplog)
+    assert record.levelname == "INFO"
+    message = record.getMessage()
+    assert message.startswith("retrying m (request r-7): attempt 2 after ServerError: ")
+    waited = float(message.rsplit("waited ", 1)[1].rstrip("s"))
+    assert waited >= 0.02 - 1e-3  # the back-off the policy asked for, measured
+    await adapter.aclose()
+
+
+async def test_giving_up_after_retries_is_logged(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = adapter_for(fault_server, retry=NO_WAIT)
+    fault_server.scenario = status(500)
+    with caplog.at_level("INFO", logger=HTTP_LOG):
+        await failing(adapter, TAGGED)
+    messages = [r.getMessage() for r in logged(caplog)]
+    assert [m.split(":")[0] for m in messages] == [
+        "retrying m (request r-7)",
+        "retrying m (request r-7)",
+        "giving up on m (request r-7) after 3 attempts",
+    ]
+    assert "attempt 3 after ServerError" in messages[1]
+    await adapter.aclose()
+
+
+async def test_a_cancelled_or_closed_stream_is_logged_as_aborted(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapter = adapter_for(fault_server, timeouts=Timeouts(first_token=30, idle=30))
+    fault_server.scenario = stall_after(("Hel", "lo"))
+    first_token = asyncio.Event()
+    with caplog.at_level("DEBUG", logger=HTTP_LOG):
+        task = asyncio.create_task(read_stream(adapter, TAGGED, [], on_token=first_token))
+        await asyncio.wait_for(first_token.wait(), WITHIN)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with contextlib.aclosing(adapter.stream(TAGGED)) as stream:
+            async for chunk in stream:
+                if chunk.text:
+                    break
+        fault_server.scenario = ok()
+        await complete(adapter, TAGGED)  # read to its end: nothing logged
+    messages = [r.getMessage() for r in logged(caplog)]
+    assert messages == [
+        "m: request r-7 cancelled before its end: its HTTP stream is closed, the server aborts it",
+        "m: request r-7 closed by its reader before its end: its HTTP stream is closed, "
+        "the server aborts it",
+    ]
+    assert {r.levelname for r in logged(caplog)} == {"DEBUG"}
+    await adapter.aclose()
+
+
+async def test_the_api_key_never_appears_in_a_log_record(
+    fault_server: FaultServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-never-logged-42"
+    adapter = adapter_for(fault_server, api_key=secret, retry=NO_WAIT)
+    fault_server.push(status(503), reset(after=()), ok(), stall_after(("Hel",)))
+    with caplog.at_level("DEBUG"):  # every logger: critpath's, httpx's, httpcore's
+        await complete(adapter, TAGGED)  # two retries, then an answer
+        first_token = asyncio.Event()
+        task = asyncio.create_task(read_stream(adapter, TAGGED, [], on_token=first_token))
+        await asyncio.wait_for(first_token.wait(), WITHIN)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fault_server.push(status(401, {"error": {"message": "Invalid API key"}}))
+        await failing(adapter, TAGGED)
+        await adapter.models()
+    assert len(logged(caplog)) == 3  # the two retries and the cancellation were logged
+    for record in caplog.records:
+        assert secret not in record.getMessage()
+        assert secret not in repr(record.args)
+        assert secret not in (record.exc_text or "")
+    assert secret not in caplog.text
+    await adapter.aclose()

@@ -10,6 +10,7 @@ it started is left behind.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -599,3 +600,74 @@ async def test_the_losing_http_stream_is_aborted_on_the_server(fault_server: Fau
     finally:
         for r in replicas:
             await r.aclose()
+
+
+# ---- logging --------------------------------------------------------------------------
+
+
+def records(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == logger]
+
+
+async def test_hedge_logs_the_hedge_it_fires_and_the_copy_that_won(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slow, fast = Scripted("r0"), Scripted("r1", open_gate=True)
+    h = Hedge([slow, fast], delay=0.01, budget=1.0, name="h")
+    h.budget.tokens = 1.0
+    with caplog.at_level("DEBUG", logger="critpath.adapters.hedge"):
+        assert (await complete(h, REQ)).text == text()
+    lines = records(caplog, "critpath.adapters.hedge")
+    assert len(lines) == 2, lines
+    assert "request req-1: hedge fired on r1 (primary on r0)" in lines[0]
+    assert "no first token within 0.010s" in lines[0]
+    assert lines[1] == "hedge h: request req-1: the hedge copy on r1 won"
+    assert all(r.levelname == "DEBUG" for r in caplog.records)
+
+
+async def test_hedge_logs_a_hedge_the_budget_refused_and_is_quiet_without_hedges(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slow = Scripted("r0")
+    h = Hedge([slow, Scripted("r1")], delay=0.001, budget=0.0, name="h")
+    logged = asyncio.Event()
+
+    class Notify(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            logged.set()
+
+    notify = Notify()
+    logging.getLogger("critpath.adapters.hedge").addHandler(notify)
+    try:
+        with caplog.at_level("DEBUG", logger="critpath.adapters.hedge"):
+            task = asyncio.create_task(complete(h, REQ))
+            await wait_for(logged)  # the refusal, once the delay ran out
+            slow.gate.set()
+            await task
+            quiet = Hedge([Scripted("q", open_gate=True)], delay=5.0)
+            await complete(quiet, REQ)
+    finally:
+        logging.getLogger("critpath.adapters.hedge").removeHandler(notify)
+    assert records(caplog, "critpath.adapters.hedge") == [
+        "hedge h: request req-1: no hedge (budget spent) after no first token within 0.001s"
+    ]
+
+
+async def test_pool_logs_the_replica_it_picks_and_failed_probes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = Pool([Loaded("broken", 9.0, probe_error=True), Loaded("fine", 2.0)], name="p")
+    with caplog.at_level("DEBUG", logger="critpath.adapters.pool"):
+        await pool.refresh_load()
+        await complete(pool, REQ)
+    lines = records(caplog, "critpath.adapters.pool")
+    assert lines[0].startswith("pool p: load probe of broken failed: ")
+    assert "cannot read /metrics" in lines[0]
+    assert lines[1] == (
+        "pool p: replica broken chosen (least_outstanding, load 0.0; loads [0.0, 2.0])"
+    )
+    assert len(lines) == 2
+    caplog.clear()
+    with caplog.at_level("INFO", logger="critpath.adapters.pool"):
+        await complete(pool, REQ)  # picks are DEBUG: nothing at INFO
+    assert records(caplog, "critpath.adapters.pool") == []

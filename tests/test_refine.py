@@ -76,10 +76,7 @@ class Gated:
     def name(self) -> str:
         return self._name
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         self.started.set()
         outcome = "running"
         try:

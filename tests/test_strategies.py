@@ -288,7 +288,7 @@ def _row(result: dict[str, Any], name: str) -> dict[str, Any]:
     return next(r for r in result["strategies"] if r["name"] == name)
 
 
-def test_replay_reports_every_model_and_strategy_in_the_issue_format(
+def test_replay_reports_every_model_and_strategy_with_its_figures(
     replayed: dict[str, Any],
 ) -> None:
     assert replayed["n_eval"] + replayed["n_calibration"] == N

@@ -29,12 +29,16 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from critpath._tasks import cancel_and_wait
+from critpath.adapters.logs import get_logger
 from critpath.adapters.pool import Lease, Pool
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats
+from critpath.adapters.wrapper import WrapperModel
 from critpath.errors import ConfigError, ModelError, is_retryable
 
 __all__ = ["Hedge", "HedgeBudget", "HedgeStatistics", "hedge_delay", "is_first_token"]
+
+_log = get_logger(__name__)
 
 
 def is_first_token(chunk: Chunk) -> bool:
@@ -166,7 +170,7 @@ async def _until_first_token(chunks: AsyncGenerator[Chunk, None]) -> list[Chunk]
     return first
 
 
-class Hedge:
+class Hedge(WrapperModel):
     """A ``Model`` that hedges each request across a ``Pool``'s replicas.
 
     ``replicas``: a ``Pool`` (its strategy places both copies; the hedge avoids the
@@ -176,8 +180,8 @@ class Hedge:
     ``initial_delay`` before, never below ``min_delay``. ``budget``: hedges per
     request at most (token bucket of ``burst``). The default budget, 10%, matches the
     default delay: hedging at the p95 TTFT asks for a hedge on ~5% of requests plus the
-    stragglers; a budget below that refuses the hedges that matter (see
-    ``benchmarks/hedge.py``).
+    stragglers; a budget below that refuses the hedges that matter (measured in
+    docs/BENCHMARKS.md, ``critpath bench hedge``).
     """
 
     def __init__(
@@ -193,7 +197,9 @@ class Hedge:
         min_samples: int = 20,
         name: str | None = None,
     ) -> None:
-        self.pool = replicas if isinstance(replicas, Pool) else Pool(replicas)
+        pool = replicas if isinstance(replicas, Pool) else Pool(replicas)
+        super().__init__(pool, name=name)
+        self.pool = pool
         if delay is not None and not delay >= 0:
             raise ConfigError(f"hedge delay must be >= 0 seconds, got {delay!r}")
         if not 0.0 < quantile < 1.0:
@@ -208,17 +214,12 @@ class Hedge:
         self.initial_delay = initial_delay
         self.min_samples = min_samples
         self.budget = HedgeBudget(budget, burst=burst)
-        self._name = name or self.pool.name
         self._requests = 0
         self._fired = 0
         self._won = 0
         self._skipped = 0
         self._failovers = 0
         self._last_delay = math.nan
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def __repr__(self) -> str:
         return f"Hedge({self._name!r}, replicas={len(self.pool)}, budget={self.budget.rate})"
@@ -250,9 +251,6 @@ class Hedge:
 
     # ---- the protocol -----------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
     def _launch(self, request: ModelRequest, *, hedge: bool, avoid: Sequence[int]) -> _Copy:
         lease = self.pool.acquire(exclude=avoid)
         if hedge and request.request_id is not None:
@@ -265,7 +263,7 @@ class Hedge:
         )
         return _Copy(lease, chunks, task, hedge)
 
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         self._requests += 1
         self.budget.deposit()
@@ -285,7 +283,7 @@ class Hedge:
                 )
                 if not done:  # the delay ran out with no first token: hedge if we may
                     hedge_at = None
-                    self._try_hedge(request, copies)
+                    self._try_hedge(request, copies, f"no first token within {delay:.3f}s")
                     continue
                 for copy in copies:  # in launch order: the primary wins a tie
                     if copy.task not in done:
@@ -302,12 +300,19 @@ class Hedge:
                 # Every copy sent so far failed before its first token.
                 if hedge_at is not None and is_retryable(errors[0]):
                     hedge_at = None
-                    if self._try_hedge(request, copies):
+                    why = f"the primary failed: {type(errors[0]).__name__}: {errors[0]}"
+                    if self._try_hedge(request, copies, why):
                         self._failovers += 1
                         continue
                 raise errors[0]
             if winner.hedge:
                 self._won += 1
+            if len(copies) > 1:
+                _log.debug(
+                    "hedge %s: request %s: the %s copy on %s won",
+                    self._name, request.request_id, "hedge" if winner.hedge else "primary",
+                    winner.lease.model.name,
+                )  # fmt: skip
             losers = [c for c in copies if c is not winner]
             try:
                 await cancel_and_wait([c.task for c in losers])
@@ -325,11 +330,21 @@ class Hedge:
                 for copy in copies:
                     await _close(copy)
 
-    def _try_hedge(self, request: ModelRequest, copies: list[_Copy]) -> bool:
+    def _try_hedge(self, request: ModelRequest, copies: list[_Copy], why: str) -> bool:
         """Send the hedge copy if the budget allows; count what happened."""
         if not self.budget.spend():
             self._skipped += 1
+            _log.debug(
+                "hedge %s: request %s: no hedge (budget spent) after %s",
+                self._name, request.request_id, why,
+            )  # fmt: skip
             return False
         self._fired += 1
-        copies.append(self._launch(request, hedge=True, avoid=[c.lease.index for c in copies]))
+        copy = self._launch(request, hedge=True, avoid=[c.lease.index for c in copies])
+        copies.append(copy)
+        _log.debug(
+            "hedge %s: request %s: hedge fired on %s (primary on %s) after %s",
+            self._name, request.request_id, copy.lease.model.name,
+            copies[0].lease.model.name, why,
+        )  # fmt: skip
         return True

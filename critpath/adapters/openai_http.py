@@ -36,6 +36,7 @@ from typing import Any, cast
 import httpx
 
 from critpath import telemetry
+from critpath.adapters.logs import get_logger
 from critpath.adapters.openai_wire import (
     loads,
     parse_chat_chunk,
@@ -64,6 +65,8 @@ from critpath.orchestrator.context import current_step
 from critpath.orchestrator.policy import RetryPolicy, call_with_retry
 
 __all__ = ["OpenAICompatible", "Timeouts"]
+
+_log = get_logger(__name__)
 
 _DONE = b"[DONE]"
 _AUX_TIMEOUT = 5.0  # seconds for /metrics and /models
@@ -168,10 +171,7 @@ class OpenAICompatible:
 
     # ---- the protocol ---------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         total_at = self._total_deadline(loop, request)
         body = self._body(request)
@@ -179,13 +179,33 @@ class OpenAICompatible:
         headers = self._headers
         if request.request_id is not None:
             headers = {**headers, "X-Request-Id": request.request_id}
+        failed: list[tuple[ModelError, float]] = []  # this call's failed attempts, and when
 
         async def open_stream() -> tuple[list[Chunk], AsyncGenerator[Chunk, None]]:
+            if failed:
+                error, at = failed[-1]
+                _log.info(
+                    "retrying %s (request %s): attempt %d after %s: %s; waited %.3fs",
+                    self.name, request.request_id, len(failed) + 1, type(error).__name__,
+                    error, loop.time() - at,
+                )  # fmt: skip
             gen = self._attempt(path, body, headers, request, total_at)
-            return await _until_first_token(gen)
+            try:
+                return await _until_first_token(gen)
+            except ModelError as exc:
+                failed.append((exc, loop.time()))
+                raise
 
         if self.retry is not None:
-            first, rest = await call_with_retry(self.retry, open_stream, deadline_at=total_at)
+            try:
+                first, rest = await call_with_retry(self.retry, open_stream, deadline_at=total_at)
+            except ModelError as exc:
+                if len(failed) > 1:
+                    _log.info(
+                        "giving up on %s (request %s) after %d attempts: %s: %s",
+                        self.name, request.request_id, len(failed), type(exc).__name__, exc,
+                    )  # fmt: skip
+                raise
         else:
             first, rest = await open_stream()
         try:
@@ -267,6 +287,7 @@ class OpenAICompatible:
             },
         )
         error: BaseException | None = None
+        ended = False  # the server sent its whole answer (or an error status)
         try:
             req = self._client.build_request(
                 "POST", self.base_url + path, json=body, headers=headers
@@ -278,12 +299,14 @@ class OpenAICompatible:
                 raise self._timeout("first", total_at, loop) from None
             try:
                 if resp.status_code != 200:
+                    ended = True
                     await self._read_body(resp, first_at, "first", total_at)
                     raise status_error(resp, self.name)
                 clock.accepted()
                 yield Chunk()  # the server accepted the request
                 if not self.streaming:
                     raw = await self._read_body(resp, first_at, "first", total_at)
+                    ended = True
                     whole = parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
                     if whole.tokens or whole.text:
                         clock.token(whole.tokens or 1)
@@ -297,6 +320,7 @@ class OpenAICompatible:
                             if chunk.usage is not None:
                                 usage = chunk.usage
                             yield chunk
+                ended = True
             finally:
                 await resp.aclose()
             timings = clock.finish(usage.completion_tokens if usage is not None else None)
@@ -313,8 +337,14 @@ class OpenAICompatible:
             error = exc
             stats.record_error(exc)
             raise
+        except GeneratorExit:
+            if not ended:
+                self._log_abort(request, "closed by its reader")
+            raise
         except asyncio.CancelledError:
             if not _cancelled_by_expired_scope(loop):
+                if not ended:
+                    self._log_abort(request, "cancelled")
                 raise
             # The enclosing deadline scope fired before our own clock (both were due
             # together): report it as what it is. TotalTimeout is a TimeoutError, and the
@@ -326,6 +356,12 @@ class OpenAICompatible:
             stats.in_flight -= 1
             if span is not None:  # failed, cancelled or closed early
                 telemetry.end_model_span(span, error=error)
+
+    def _log_abort(self, request: ModelRequest, why: str) -> None:
+        _log.debug(
+            "%s: request %s %s before its end: its HTTP stream is closed, the server aborts it",
+            self.name, request.request_id, why,
+        )  # fmt: skip
 
     async def _read_body(
         self, resp: httpx.Response, until: float | None, phase: str, total_at: float | None

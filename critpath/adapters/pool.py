@@ -26,6 +26,7 @@ a request themselves (``Hedge``): it returns a ``Lease`` that counts until relea
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import random
 import sys
@@ -35,9 +36,11 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from critpath._tasks import cancel_and_wait
+from critpath.adapters.logs import get_logger
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats
+from critpath.adapters.wrapper import WrapperModel
 from critpath.errors import ConfigError, ModelError
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
 
 Strategy = Literal["least_outstanding", "p2c"]
 _STRATEGIES = ("least_outstanding", "p2c")
+
+_log = get_logger(__name__)
 
 
 @runtime_checkable
@@ -122,7 +127,7 @@ class Lease:
         return f"Lease({self.model.name!r}, index={self.index}, released={self._released})"
 
 
-class Pool:
+class Pool(WrapperModel):
     """A ``Model`` over ``replicas`` of one model; see the module docstring."""
 
     def __init__(
@@ -137,9 +142,8 @@ class Pool:
             raise ConfigError("a Pool needs at least one replica")
         if strategy not in _STRATEGIES:
             raise ConfigError(f"unknown strategy {strategy!r}; use one of {_STRATEGIES}")
-        self.replicas: tuple[Model, ...] = tuple(replicas)
+        super().__init__(replicas, name=name)
         self.strategy: Strategy = strategy
-        self._name = name or self.replicas[0].name
         self._rng = random.Random(seed)
         n = len(self.replicas)
         self._outstanding = [0] * n
@@ -152,8 +156,9 @@ class Pool:
         self._load_errors = 0
 
     @property
-    def name(self) -> str:
-        return self._name
+    def replicas(self) -> tuple[Model, ...]:
+        """The replicas, in the order given (``wrapped``)."""
+        return self.wrapped
 
     def __len__(self) -> int:
         return len(self.replicas)
@@ -174,6 +179,12 @@ class Pool:
         """Pick a replica (avoiding the indices in ``exclude`` while another is left) and
         count one request on it until the lease is released."""
         index = self._pick(exclude)
+        if _log.isEnabledFor(logging.DEBUG):
+            _log.debug(
+                "pool %s: replica %s chosen (%s, load %.1f; loads %s)",
+                self._name, self.replicas[index].name, self.strategy, self.replica_load(index),
+                [self.replica_load(i) for i in range(len(self.replicas))],
+            )  # fmt: skip
         self._outstanding[index] += 1
         self._picks[index] += 1
         return Lease(self, index)
@@ -199,10 +210,7 @@ class Pool:
 
     # ---- the protocol -----------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         with self.acquire() as lease:
             async with aclosing(lease.model.stream(request)) as chunks:
                 async for chunk in chunks:
@@ -236,11 +244,16 @@ class Pool:
     async def _probe(self, replica: LoadReporter) -> ServerLoad | None:
         try:
             return await replica.load()
-        except ModelError:
+        except ModelError as exc:
             self._load_errors += 1
+            _log.debug("pool %s: load probe of %s failed: %s", self._name, _name_of(replica), exc)
             return None
         except Exception as exc:  # a bug in a probe: keep polling, raise it at the end
             self._load_errors += 1
+            _log.debug(
+                "pool %s: load probe of %s raised a bug (raised at the end of watch)",
+                self._name, _name_of(replica), exc_info=exc,
+            )  # fmt: skip
             if self._probe_bug is None:
                 self._probe_bug = exc
             return None
@@ -292,6 +305,10 @@ class Pool:
                 for i, r in enumerate(self.replicas)
             ),
         )
+
+
+def _name_of(replica: object) -> str:
+    return str(getattr(replica, "name", replica))
 
 
 def _learned_ttft(model: Model) -> float:

@@ -2,8 +2,9 @@
 
 Every backend (HTTP, in-process vLLM, simulated) and every policy (retry, hedge, pool,
 cache, cascade) is a ``Model``: an object with a ``name`` and ``stream(request)``, an
-async iterator of ``Chunk``. Policies wrap a model and are models, so they compose
-like middleware. A non-streaming call is the stream consumed (``complete``).
+async iterator of ``Chunk`` (write it as an async generator: ``async def stream``).
+Policies wrap a model and are models (``wrapper.WrapperModel``), so they compose like
+middleware. A non-streaming call is the stream consumed (``complete``).
 
 Close a stream you stop reading early (``contextlib.aclosing``), or cancel the task
 reading it: either closes the underlying request at once, which is what makes vLLM

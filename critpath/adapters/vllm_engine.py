@@ -121,10 +121,7 @@ class VLLMEngine:
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"invalid sampling parameters: {exc}", model=self.name) from exc
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         prompt = self._prompt(request)
         params = self._sampling(request)
         priority = request.priority

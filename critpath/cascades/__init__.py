@@ -5,13 +5,16 @@
   threshold fitting on calibration data (``fit_threshold``).
 - ``scorers``: pluggable confidence scorers for cascade tiers (abstention, logprob,
   vote agreement, verifier model, any function).
+- ``decider``: ``Decider``, the base of the strategies that decide over whole answers:
+  ``await x.decide(request)`` returns that call's result, the answer and its trail.
 - ``vote``: ``Vote``, N models (or N samples of one) in parallel with early quorum.
 - ``cascade``: ``Cascade`` of ``Tier``s, cheapest first, with hedged escalation.
 - ``refine``: ``Refine``, fast-then-refine: a fast model's draft streamed at once, then
   a strong model's revision as a diff against it.
 
-Both ``Vote`` and ``Cascade`` are ``Model``s, so they nest (a vote can be a tier);
-``await x.decide(request)`` returns their result (``VoteResult``, ``CascadeResult``).
+``Vote``, ``Cascade`` and ``Refine`` are ``Model``s (``WrapperModel``s), so they nest
+(a vote can be a tier); ``await x.decide(request)`` returns a vote's or a cascade's
+result (``VoteResult``, ``CascadeResult``) for that call alone.
 """
 
 from critpath.cascades.cascade import (
@@ -22,6 +25,7 @@ from critpath.cascades.cascade import (
     Tier,
     TierReport,
 )
+from critpath.cascades.decider import Decided, Decider, completion_chunks
 from critpath.cascades.decisions import (
     Acceptance,
     Reason,
@@ -70,6 +74,8 @@ __all__ = [
     "Cascade",
     "CascadeFailedError",
     "CascadeResult",
+    "Decided",
+    "Decider",
     "DiffOp",
     "DraftDelta",
     "Escalation",
@@ -97,6 +103,7 @@ __all__ = [
     "answer_confidence",
     "apply_revision",
     "change_fraction",
+    "completion_chunks",
     "diff_ops",
     "escalation_delay",
     "fit_threshold",

@@ -10,29 +10,31 @@ wins; every other tier still running is cancelled (streams closed) and awaited. 
 no tier's answer is accepted, the highest tier that answered gives the answer
 (``accepted=False``); only when every tier fails does it raise ``CascadeFailedError``.
 
-``await cascade.decide(request)`` returns a ``CascadeResult``: which tier answered,
-its acceptance, every escalation and why (abstained, low confidence ``x < t``,
-timeout, error), and each tier's report. ``stream()`` is ``decide`` then the answer
-as one chunk (acceptance needs the whole answer first); ``last_result`` keeps the
-latest. A tier's model can be a ``Vote`` or another ``Cascade``: the scorer then sees
-its result (``AgreementScorer`` reads a vote's agreement).
+``await cascade.decide(request)`` returns that call's ``CascadeResult``: which tier
+answered, its acceptance, every escalation and why (abstained, low confidence
+``x < t``, timeout, error), and each tier's report; nothing about a call is kept on
+the ``Cascade``, so concurrent calls each get their own. ``stream()`` is ``decide``
+then the answer as one chunk (acceptance needs the whole answer first; ``decider``).
+A tier's model can be a ``Vote`` or another ``Cascade`` (any ``Decider``): the scorer
+then sees its result (``AgreementScorer`` reads a vote's agreement).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal
 
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.completion import Completion, complete
-from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.logs import get_logger
+from critpath.adapters.protocol import Model, ModelRequest
 from critpath.adapters.stats import EndpointStats
+from critpath.cascades.decider import Decider
 from critpath.cascades.decisions import Acceptance, Reason, Score, accept, escalation_delay
 from critpath.cascades.scorers import Candidate, HasConfidence, Scorer
-from critpath.cascades.vote import completion_chunks
 from critpath.deadlines import remaining
 from critpath.errors import ConfigError, ModelError
 
@@ -40,12 +42,12 @@ __all__ = [
     "Cascade",
     "CascadeFailedError",
     "CascadeResult",
-    "Decided",
-    "Decider",
     "Escalation",
     "Tier",
     "TierReport",
 ]
+
+_log = get_logger(__name__)
 
 
 class CascadeFailedError(ModelError):
@@ -54,20 +56,6 @@ class CascadeFailedError(ModelError):
     def __init__(self, name: str, errors: Sequence[BaseException]) -> None:
         super().__init__(f"cascade {name!r}: every tier failed", model=name)
         self.errors = tuple(errors)
-
-
-class Decided(HasConfidence, Protocol):
-    """A result with an answer (``VoteResult``, ``CascadeResult``)."""
-
-    @property
-    def completion(self) -> Completion: ...
-
-
-@runtime_checkable
-class Decider(Protocol):
-    """A model whose calls also return a result (``Vote``, ``Cascade``)."""
-
-    async def decide(self, request: ModelRequest) -> Decided: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +155,7 @@ class _Outcome:
     ended_at: float
 
 
-class Cascade:
+class Cascade(Decider[CascadeResult]):
     """A ``Model`` that asks its tiers cheapest first and answers with the first
     accepted answer (see the module docstring)."""
 
@@ -175,26 +163,13 @@ class Cascade:
         if not tiers:
             raise ConfigError("a Cascade needs at least one tier")
         self.tiers = tuple(tiers)
-        self._name = name or "cascade(" + ">".join(t.name for t in self.tiers) + ")"
-        self.last_result: CascadeResult | None = None
-        """The result of the latest call that finished (``decide`` returns each one)."""
-        self.stats = EndpointStats()
-        """The cascade's own latency (to its decision), learned like an endpoint's."""
-
-    @property
-    def name(self) -> str:
-        return self._name
+        super().__init__(
+            [t.model for t in self.tiers],
+            name=name or "cascade(" + ">".join(t.name for t in self.tiers) + ")",
+        )
 
     def __repr__(self) -> str:
         return f"Cascade({self._name!r}, tiers={len(self.tiers)})"
-
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        result = await self.decide(request)
-        for chunk in completion_chunks(result.completion):
-            yield chunk
 
     def budget_for(self, index: int) -> tuple[float | None, str]:
         """Seconds tier ``index`` may run before the next starts, and where that came from."""
@@ -217,10 +192,13 @@ class Cascade:
             result = await run.go()
         finally:
             await cancel_and_wait(run.tasks)
-        self.last_result = result
-        self.stats.requests += 1
-        self.stats.ttft.observe(result.elapsed)
-        self.stats.e2e.observe(result.elapsed)
+        _log.debug(
+            "cascade %s: request %s: answered by tier %d (%s), %s, at %.3fs",
+            self.name, request.request_id, result.tier, result.tier_name,
+            "accepted" if result.accepted else "none accepted: the highest that answered",
+            result.elapsed,
+        )  # fmt: skip
+        self.observe(result.elapsed)
         return result
 
     async def run_tier(self, index: int, request: ModelRequest) -> _Outcome:
@@ -275,6 +253,11 @@ class _CascadeRun:
         nxt = index + 1 if index + 1 < len(self.cascade.tiers) else None
         starts = nxt is not None and nxt not in self.started and index == max(self.started)
         self.escalations.append(Escalation(index, nxt, reason, detail, self.now(), starts))
+        _log.debug(
+            "cascade %s: request %s: escalated past tier %d (%s) at %.3fs: %s: %s%s",
+            self.cascade.name, self.request.request_id, index, self.cascade.tiers[index].name,
+            self.now(), reason.value, detail, f"; tier {nxt} starts" if starts else "",
+        )  # fmt: skip
         if starts:
             assert nxt is not None
             if reason is Reason.TIMEOUT:

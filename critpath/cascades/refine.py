@@ -58,6 +58,7 @@ import asyncio
 import difflib
 import re
 import statistics as _stats
+from collections import Counter, deque
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, fields
@@ -65,6 +66,7 @@ from typing import Literal
 
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.wrapper import WrapperModel
 from critpath.errors import ConfigError, ModelError
 
 __all__ = [
@@ -246,7 +248,8 @@ class RefineStatistics:
     ``calls``: started; ``refined`` / ``skipped`` / ``strong_failed`` / ``draft_failed``:
     calls that ended with a ``Final`` of that outcome; ``failed``: calls that raised
     (both models failed, or a bug); ``abandoned``: calls their reader closed or cancelled
-    before the ``Final``. Times (seconds) are over the calls with a ``Final``;
+    before the ``Final``. Times (seconds) are over the calls with a ``Final`` (medians
+    over the latest ``_WINDOW`` of them: a ``Refine`` keeps no record per call);
     ``changed_fraction``: of the calls with a revision, the share where it changed the
     draft; ``mean_change_fraction``: their mean ``change_fraction``. ``nan`` when empty.
     """
@@ -269,12 +272,44 @@ class RefineStatistics:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def _mean(xs: Sequence[float]) -> float:
-    return _stats.fmean(xs) if xs else float("nan")
+_WINDOW = 4096
 
 
 def _median(xs: Sequence[float]) -> float:
     return _stats.median(xs) if xs else float("nan")
+
+
+class _Totals:
+    """The calls with a ``Final``, added up: counts and sums (for means) and the latest
+    ``_WINDOW`` times (for medians). Memory stays bounded however many calls run."""
+
+    def __init__(self) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self.ttft_sum = 0.0
+        self.ttfts: deque[float] = deque(maxlen=_WINDOW)
+        self.ttft_count = 0
+        self.final_sum = 0.0
+        self.finals: deque[float] = deque(maxlen=_WINDOW)
+        self.revised = 0
+        self.changed = 0
+        self.change_sum = 0.0
+
+    def add(self, s: RefineCallStats) -> None:
+        self.outcomes[s.outcome] += 1
+        if s.ttft_draft is not None:
+            self.ttft_count += 1
+            self.ttft_sum += s.ttft_draft
+            self.ttfts.append(s.ttft_draft)
+        self.final_sum += s.t_final
+        self.finals.append(s.t_final)
+        if s.source == "revision":
+            self.revised += 1
+            self.changed += s.changed
+            self.change_sum += s.change_fraction
+
+
+def _ratio(total: float, n: int) -> float:
+    return total / n if n else float("nan")
 
 
 # ---- the wrapper ----------------------------------------------------------------------
@@ -293,7 +328,7 @@ def _has_text(chunk: Chunk) -> bool:
     return bool(chunk.text)
 
 
-class Refine:
+class Refine(WrapperModel):
     """Fast, then refine: a ``fast`` model's draft streamed at once, a ``strong`` model's
     answer (started at the same time) sent as a diff against it. See the module doc.
 
@@ -313,19 +348,23 @@ class Refine:
     ) -> None:
         if diff not in ("words", "chars"):
             raise ConfigError(f"diff must be 'words' or 'chars', got {diff!r}")
-        self.fast = fast
-        self.strong = strong
+        super().__init__([fast, strong], name=name or f"refine({fast.name}->{strong.name})")
         self.skip_if = skip_if
         self.diff = diff
-        self._name = name or f"refine({fast.name}->{strong.name})"
         self._calls = 0
         self._failed = 0
         self._abandoned = 0
-        self._done: list[RefineCallStats] = []
+        self._totals = _Totals()
 
     @property
-    def name(self) -> str:
-        return self._name
+    def fast(self) -> Model:
+        """The model whose draft is streamed at once."""
+        return self.wrapped[0]
+
+    @property
+    def strong(self) -> Model:
+        """The model whose answer revises the draft."""
+        return self.wrapped[1]
 
     def __repr__(self) -> str:
         return f"Refine({self.fast.name!r} -> {self.strong.name!r}, diff={self.diff!r})"
@@ -333,35 +372,27 @@ class Refine:
     def statistics(self) -> RefineStatistics:
         """Counts, times to first draft token and to final, how often and how much the
         revisions changed the drafts."""
-        done = self._done
-        count = {o: sum(1 for s in done if s.outcome == o) for o in
-                 ("refined", "skipped", "strong_failed", "draft_failed")}  # fmt: skip
-        ttft = [s.ttft_draft for s in done if s.ttft_draft is not None]
-        final = [s.t_final for s in done]
-        revised = [s for s in done if s.source == "revision"]
+        t = self._totals
         return RefineStatistics(
             calls=self._calls,
-            refined=count["refined"],
-            skipped=count["skipped"],
-            strong_failed=count["strong_failed"],
-            draft_failed=count["draft_failed"],
+            refined=t.outcomes["refined"],
+            skipped=t.outcomes["skipped"],
+            strong_failed=t.outcomes["strong_failed"],
+            draft_failed=t.outcomes["draft_failed"],
             failed=self._failed,
             abandoned=self._abandoned,
-            mean_ttft_draft=_mean(ttft),
-            median_ttft_draft=_median(ttft),
-            mean_t_final=_mean(final),
-            median_t_final=_median(final),
-            changed_fraction=_mean([1.0 if s.changed else 0.0 for s in revised]),
-            mean_change_fraction=_mean([s.change_fraction for s in revised]),
+            mean_ttft_draft=_ratio(t.ttft_sum, t.ttft_count),
+            median_ttft_draft=_median(t.ttfts),
+            mean_t_final=_ratio(t.final_sum, sum(t.outcomes.values())),
+            median_t_final=_median(t.finals),
+            changed_fraction=_ratio(t.changed, t.revised),
+            mean_change_fraction=_ratio(t.change_sum, t.revised),
         )
 
     # ---- the protocol -----------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         """The final answer's chunks only (see the module doc)."""
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         async with aclosing(self.events(request)) as events:
             async for event in events:
                 if isinstance(event, Final):
@@ -370,12 +401,9 @@ class Refine:
 
     # ---- events -----------------------------------------------------------------------
 
-    def events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
+    async def events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
         """Draft deltas, then a revision (unless skipped or the strong model failed),
         then the final. Close it (``aclosing``) if you stop reading early."""
-        return self._events(request)
-
-    async def _events(self, request: ModelRequest) -> AsyncGenerator[RefineEvent, None]:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         self._calls += 1
@@ -470,7 +498,7 @@ class Refine:
                         ttft_draft, ttft_strong, t, "draft", self.fast.name, outcome,
                         True, False, 0.0, None, strong_error,
                     )  # fmt: skip
-                    self._done.append(stats)
+                    self._totals.add(stats)
                     finished = True
                     yield Final(draft_text, "draft", t, stats, tuple(draft_chunks))
                     return
@@ -483,7 +511,7 @@ class Refine:
                     ttft_draft, ttft_strong, t, "revision", self.strong.name, outcome,
                     draft_state == "complete", revision.changed, frac, draft_error, None,
                 )  # fmt: skip
-                self._done.append(stats)
+                self._totals.add(stats)
                 finished = True
                 yield revision
                 yield Final(final_text, "revision", t, stats, tuple(strong_chunks))

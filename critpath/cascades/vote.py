@@ -9,11 +9,12 @@ streams closed (over HTTP the server aborts them), and the vote waits until they
 ended. A voter that fails with a ``ModelError`` is reported and the vote goes on with
 the rest; only when every voter fails does the vote raise ``VoteFailedError``.
 
-``await vote.decide(request)`` returns a ``VoteResult`` (winner, agreement, ballots,
-who was cancelled or failed, timings). ``vote.stream(request)`` is ``decide`` then the
-winning voter's answer as one chunk; the latest result is also kept in
-``vote.last_result``. A ``Vote`` is a ``Model``, so it can be a cascade tier (its
-agreement is the tier's confidence: ``scorers.AgreementScorer``).
+``await vote.decide(request)`` returns that call's ``VoteResult`` (winner, agreement,
+ballots, who was cancelled or failed, timings); nothing about a call is kept on the
+``Vote``, so concurrent calls each get their own. ``vote.stream(request)`` is
+``decide`` then the winning voter's answer as one chunk (``decider``). A ``Vote`` is a
+``Model``, so it can be a cascade tier (its agreement is the tier's confidence:
+``scorers.AgreementScorer``).
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from typing import Literal
 from critpath._clock import now as _now
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.completion import Completion, complete
+from critpath.adapters.logs import get_logger
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
-from critpath.adapters.stats import EndpointStats
+from critpath.adapters.wrapper import WrapperModel
+from critpath.cascades.decider import Decider
 from critpath.cascades.decisions import Normaliser, Tally, normalise_answer, tally
 from critpath.errors import ConfigError, ModelError
 
-__all__ = ["Ballot", "Seeded", "Vote", "VoteFailedError", "VoteResult", "completion_chunks"]
+__all__ = ["Ballot", "Seeded", "Vote", "VoteFailedError", "VoteResult"]
+
+_log = get_logger(__name__)
 
 
 class VoteFailedError(ModelError):
@@ -110,37 +115,22 @@ class VoteResult:
         return out
 
 
-def completion_chunks(completion: Completion) -> list[Chunk]:
-    """A finished answer as chunks: an "accepted" marker, then one chunk with its text,
-    token count, logprobs, finish reason and usage (``complete`` rebuilds it)."""
-    return [
-        Chunk(),
-        Chunk(
-            text=completion.text,
-            tokens=completion.completion_tokens,
-            logprobs=completion.logprobs,
-            finish_reason=completion.finish_reason,
-            usage=completion.usage,
-        ),
-    ]
-
-
-class Seeded:
+class Seeded(WrapperModel):
     """``model`` with every request's ``seed`` set to ``seed``: one sample of N."""
 
     def __init__(self, model: Model, seed: int) -> None:
-        self.model = model
+        super().__init__(model, name=f"{model.name}#seed{seed}")
         self.seed = seed
 
     @property
-    def name(self) -> str:
-        return f"{self.model.name}#seed{self.seed}"
+    def model(self) -> Model:
+        return self.wrapped[0]
 
     def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         return self.model.stream(request.model_copy(update={"seed": self.seed}))
 
 
-class Vote:
+class Vote(Decider[VoteResult]):
     """A ``Model`` that asks every voter at once and answers with the winner.
 
     ``normalise``: answer text -> vote key (``None``: abstains). ``weights``: one per
@@ -169,17 +159,11 @@ class Vote:
             raise ConfigError("vote weights must be >= 0")
         if quorum is not None and not 0.0 < quorum <= 1.0:
             raise ConfigError(f"quorum must be in (0, 1], got {quorum!r}")
-        self.models = tuple(models)
+        super().__init__(models, name=name or "vote(" + ",".join(m.name for m in models) + ")")
         self.normalise = normalise
         self.weights = tuple(float(w) for w in weights) if weights is not None else None
         self.quorum = quorum
         self.early_stop = early_stop
-        self._name = name or "vote(" + ",".join(m.name for m in self.models) + ")"
-        self.last_result: VoteResult | None = None
-        """The result of the latest vote that finished (``decide`` returns each one)."""
-        self.stats = EndpointStats()
-        """The vote's own latency (to its decision), learned like an endpoint's: a
-        cascade tier that is a vote learns its escalation budget from it."""
 
     @classmethod
     def samples(
@@ -200,22 +184,15 @@ class Vote:
         return cls(voters, normalise=normalise, quorum=quorum, name=name)
 
     @property
-    def name(self) -> str:
-        return self._name
+    def models(self) -> tuple[Model, ...]:
+        """The voters, in order (``wrapped``)."""
+        return self.wrapped
 
     def __repr__(self) -> str:
         return f"Vote({self._name!r}, voters={len(self.models)}, quorum={self.quorum})"
 
     def weight(self, index: int) -> float:
         return 1.0 if self.weights is None else self.weights[index]
-
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        result = await self.decide(request)
-        for chunk in completion_chunks(result.completion):
-            yield chunk
 
     async def decide(self, request: ModelRequest) -> VoteResult:
         """Run the vote; stragglers are cancelled as soon as the outcome is final."""
@@ -247,6 +224,11 @@ class Vote:
         for task in pending:
             i = tasks[task]
             ballots[i] = Ballot(i, self.models[i].name, self.weight(i), "cancelled", elapsed=now)
+        if pending:
+            _log.debug(
+                "vote %s: request %s: decided early for %r at %.3fs, %d straggler(s) cancelled",
+                self._name, request.request_id, state.winner, now, len(pending),
+            )  # fmt: skip
         ordered = tuple(ballots[i] for i in range(len(self.models)))
         responded = [b for b in ordered if b.completion is not None]
         if not responded:
@@ -269,10 +251,7 @@ class Vote:
             elapsed=now,
             tally=state,
         )
-        self.last_result = result
-        self.stats.requests += 1
-        self.stats.ttft.observe(now)
-        self.stats.e2e.observe(now)
+        self.observe(now)
         return result
 
     def _ballot(self, i: int, task: asyncio.Task[Completion], elapsed: float) -> Ballot:

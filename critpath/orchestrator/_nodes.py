@@ -25,22 +25,25 @@ if TYPE_CHECKING:
 
 __all__ = ["Node", "RunCore"]
 
+_WAITING = NodeState.WAITING  # bound once: read for every node of every run
+
 
 class Node:
     """One step of a run."""
 
     __slots__ = (
-        "blevel", "excluded", "left", "pending", "records", "results", "state", "step",
-        "succs", "value",
+        "blevel", "excluded", "left", "name", "pending", "records", "results", "state",
+        "step", "succs", "value",
     )  # fmt: skip
 
     def __init__(self, step: StepSpec, pending: int, blevel: float) -> None:
         self.step = step
+        self.name = step.name
         self.pending = pending
         """Dependencies not resolved yet."""
         self.blevel = blevel
         """Predicted longest path from the start of this step to the end of the run."""
-        self.state = NodeState.WAITING
+        self.state = _WAITING
         self.excluded = False
         """Its router chose another branch."""
         self.value: Any = None
@@ -50,10 +53,6 @@ class Node:
         self.left = 0
         """A map step's items not finished yet."""
         self.succs: list[Node] = []
-
-    @property
-    def name(self) -> str:
-        return self.step.name
 
     def __repr__(self) -> str:
         return f"Node({self.step.name!r}, {self.state.name}, pending={self.pending})"

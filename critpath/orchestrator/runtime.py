@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from critpath import telemetry
 from critpath._tasks import TaskSet
-from critpath.deadlines import _set_deadline, deadline_before_scope
+from critpath.deadlines import _set_deadline, current_deadline, deadline_before_scope
 from critpath.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -77,6 +77,25 @@ DEFAULT_CANCEL_GRACE_S = 1.0
 _DEADLINE_SLOP_S = 0.02  # a step's timeout this close to the run's deadline is the deadline
 _SCOPE_MARGIN_S = 0.005  # end this much before an enclosing deadline scope fires
 _OTHER_RUN = "<other run>"
+# Enum members bound once: an Enum class attribute costs ~10x a global, and these
+# are read several times per step on the hot path.
+_K_EACH = StepKind.EACH
+_K_MAP = StepKind.MAP
+_K_ROUTE = StepKind.ROUTE
+_K_STREAM = StepKind.STREAM
+_N_ACTIVE = NodeState.ACTIVE
+_N_DONE = NodeState.DONE
+_N_SKIPPED = NodeState.SKIPPED
+_N_WAITING = NodeState.WAITING
+_S_CANCELLED = StepStatus.CANCELLED
+_S_FAILED = StepStatus.FAILED
+_S_FALLBACK = StepStatus.FALLBACK
+_S_NOT_RUN = StepStatus.NOT_RUN
+_S_OK = StepStatus.OK
+_S_QUEUED = StepStatus.QUEUED
+_S_RUNNING = StepStatus.RUNNING
+_S_SKIPPED = StepStatus.SKIPPED
+_S_STUCK = StepStatus.STUCK
 
 
 class _End(Enum):
@@ -179,7 +198,6 @@ class Run:
         self._outcome: _Outcome | None = None
         self._report: RunReport | None = None
         self._tasks = TaskSet(loop)
-        self._units: dict[asyncio.Task[None], StepRecord] = {}  # running units
         # the plan, predicted from what earlier runs measured
         steps = graph.steps
         self._predicted = predicted = _predict(self.estimates, steps, plan.order)
@@ -331,8 +349,16 @@ class Run:
             self._release([(node, None) for node in ready])
             await self._done
         except asyncio.CancelledError:
-            cancelled = True
-            self._resolve(_Outcome(_End.CANCELLED))
+            if self._scope_fired_with_deadline():
+                # The enclosing deadline scope fired in the same loop turn as the run's
+                # own (earlier) deadline: the run ended first, so it still returns its
+                # partial result, and the scope exits with it instead of a timeout.
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+            else:
+                cancelled = True
+                self._resolve(_Outcome(_End.CANCELLED))
         except Exception as exc:  # a defect in scheduling: fail the run, never hang it
             self._resolve(_Outcome(_End.FAILED, "<runtime>", exc))
         finally:
@@ -340,6 +366,18 @@ class Run:
                 handle.cancel()
             cancelled = await self._stop_all() or cancelled
         return self._finish(cancelled)
+
+    def _scope_fired_with_deadline(self) -> bool:
+        outcome = self._outcome
+        scope = current_deadline()
+        return (
+            outcome is not None
+            and outcome.end == _End.DEADLINE
+            and scope is not None
+            and self._deadline_at is not None
+            and self._deadline_at < scope
+            and self._loop.time() >= scope
+        )
 
     async def _stop_all(self) -> bool:
         """Cancel every task of the run and wait until each has ended (up to the grace
@@ -362,13 +400,13 @@ class Run:
     def _report_stuck(self, stuck: set[asyncio.Task[Any]]) -> None:
         now = self.now()
         for task in stuck:
-            rec = self._units.get(task)
-            if rec is None:  # a helper task (a predictor)
+            rec = self._tasks.tag_of(task)
+            if not isinstance(rec, StepRecord):  # a helper task (a predictor)
                 _log.warning("run %s: task %r ignored its cancellation; abandoned",
                              self.run_id, task.get_name())  # fmt: skip
                 continue
             error = StepStuckError(rec.name, self.cancel_grace)
-            rec.status = StepStatus.STUCK
+            rec.status = _S_STUCK
             rec.end = now
             rec.error = f"{type(error).__name__}: {error}"
             _log.warning(
@@ -382,13 +420,13 @@ class Run:
             if not node.records:
                 node.records.append(
                     StepRecord(node.name, node.name, None, node.step.kind,
-                               status=StepStatus.NOT_RUN)
+                               status=_S_NOT_RUN)
                 )  # fmt: skip
         for rec in self.records():
-            if rec.status == StepStatus.RUNNING:
-                rec.status = StepStatus.CANCELLED
-            elif rec.status == StepStatus.QUEUED:
-                rec.status = StepStatus.NOT_RUN
+            if rec.status == _S_RUNNING:
+                rec.status = _S_CANCELLED
+            elif rec.status == _S_QUEUED:
+                rec.status = _S_NOT_RUN
         outcome = self._outcome or _Outcome(_End.OK)
         hook_errors = self.speculations.hook_errors
         if outcome.end == _End.OK and hook_errors:  # an undo that failed after the run ended
@@ -398,7 +436,7 @@ class Run:
         self.status = _STATUS_OF[outcome.end]
         self._learn()
         self._charge_budgets()
-        outputs = {n: node.value for n, node in self._nodes.items() if node.state == NodeState.DONE}
+        outputs = {n: node.value for n, node in self._nodes.items() if node.state == _N_DONE}
         result: RunResult | None = None
         error: BaseException | None = None
         if outcome.end == _End.OK:
@@ -434,10 +472,10 @@ class Run:
         partial = dict(outputs)
         for rec in self.records():
             ctx = rec.ctx
-            unfinished = self._nodes[rec.step].state != NodeState.DONE
+            unfinished = self._nodes[rec.step].state != _N_DONE
             if ctx is not None and ctx.has_partial and rec.item is None and unfinished:
                 partial[rec.name] = ctx.partial
-        wanted = [o for o in self._plan.outputs if self._nodes[o].state != NodeState.SKIPPED]
+        wanted = [o for o in self._plan.outputs if self._nodes[o].state != _N_SKIPPED]
         if wanted and all(o in partial for o in wanted):
             self.status = RunStatus.PARTIAL
             return RunResult(self, RunStatus.PARTIAL, partial, self._output_of(partial)), None
@@ -456,7 +494,7 @@ class Run:
         """A router excluded branches: re-predict the critical path without them."""
         plan = self._plan
         predicted = {
-            n: 0.0 if node.excluded or node.state == NodeState.SKIPPED else self._predicted[n]
+            n: 0.0 if node.excluded or node.state == _N_SKIPPED else self._predicted[n]
             for n, node in self._nodes.items()
         }
         levels = bottom_levels(plan.order, plan.succs, predicted)
@@ -478,7 +516,7 @@ class Run:
                 budgets[id(step.speculation.budget)] = step.speculation.budget
         if not budgets:
             return
-        done = (StepStatus.OK, StepStatus.FALLBACK)
+        done = (_S_OK, _S_FALLBACK)
         work = sum(r.end - r.start for r in self.records() if r.status in done
                    and r.start is not None and r.end is not None)  # fmt: skip
         for b in budgets.values():
@@ -487,7 +525,7 @@ class Run:
     def _learn(self) -> None:
         est = self.estimates
         for rec in self.records():
-            if rec.status == StepStatus.OK and rec.start is not None and rec.end is not None:
+            if rec.status == _S_OK and rec.start is not None and rec.end is not None:
                 est.observe(rec.step, rec.end - rec.start)
 
     # ---- scheduling -------------------------------------------------------------------
@@ -509,7 +547,7 @@ class Run:
             n, released_by = stack.pop()
             if self._outcome is not None:
                 return
-            if n.state != NodeState.WAITING:
+            if n.state != _N_WAITING:
                 continue
             if speculations.is_open(n):  # its router decided while it was speculated
                 if not self.must_skip(n):
@@ -521,20 +559,20 @@ class Run:
             if self.must_skip(n):
                 self._skip(n, released_by, stack)
                 continue
-            n.state = NodeState.ACTIVE
+            n.state = _N_ACTIVE
             step = n.step
-            if step.kind == StepKind.MAP:
+            if step.kind == _K_MAP:
                 if not self._start_map(n, released_by):
                     return
-            elif step.kind == StepKind.EACH:
+            elif step.kind == _K_EACH:
                 self.streams.arm(n)
             else:
                 self.queue_unit(n, None, None, released_by)
 
     def _skip(self, n: Node, by: str | None, stack: list[tuple[Node, str | None]]) -> None:
-        n.state = NodeState.SKIPPED
+        n.state = _N_SKIPPED
         reason = "branch not chosen" if n.excluded else "a required dependency was skipped"
-        n.records.append(StepRecord(n.name, n.name, None, n.step.kind, status=StepStatus.SKIPPED,
+        n.records.append(StepRecord(n.name, n.name, None, n.step.kind, status=_S_SKIPPED,
                                     error=reason, released_by=by))  # fmt: skip
         self.emit(StepSkipped(n.name, self.now(), reason))
         self._unresolved -= 1
@@ -555,7 +593,7 @@ class Run:
         try:
             items = list(self._value_of(step.over))
         except Exception as exc:  # not iterable, or its iteration raised
-            rec = StepRecord(step.name, step.name, None, StepKind.MAP, ready=self.now(),
+            rec = StepRecord(step.name, step.name, None, _K_MAP, ready=self.now(),
                              released_by=by)  # fmt: skip
             n.records.append(rec)
             self._step_failed(rec, exc, f"cannot iterate over {step.over!r}: {exc!r}")
@@ -564,8 +602,8 @@ class Run:
         n.left = len(items)
         if not items:
             now = self.now()
-            n.records.append(StepRecord(step.name, step.name, None, StepKind.MAP,
-                                        status=StepStatus.OK, ready=now, start=now, end=now,
+            n.records.append(StepRecord(step.name, step.name, None, _K_MAP,
+                                        status=_S_OK, ready=now, start=now, end=now,
                                         released_by=by))  # fmt: skip
             self.complete(n, [], step.name)
             return True
@@ -579,10 +617,10 @@ class Run:
         nodes = self._nodes
         for p in node.step.params:
             src = nodes.get(p.source)
-            if src is not None and src.state == NodeState.SKIPPED and p.required:
+            if src is not None and src.state == _N_SKIPPED and p.required:
                 return True
         over = node.step.over
-        return over is not None and over in nodes and nodes[over].state == NodeState.SKIPPED
+        return over is not None and over in nodes and nodes[over].state == _N_SKIPPED
 
     def _value_of(self, source: str) -> Any:
         node = self._nodes.get(source)
@@ -603,8 +641,9 @@ class Run:
         name = step.name if item is None else f"{step.name}[{item}]"
         if speculative:
             name += "~spec"
-        rec = StepRecord(name, step.name, item, step.kind, status=StepStatus.QUEUED,
-                         ready=self.now(), resource=step.resource, speculative=speculative,
+        rec = StepRecord(name, step.name, item, step.kind, status=_S_QUEUED,
+                         ready=self._loop.time() - self._t0, resource=step.resource,
+                         speculative=speculative,
                          released_by=by)  # fmt: skip
         node.records.append(rec)
         key = self._due - node.blevel  # the latest start time
@@ -619,7 +658,7 @@ class Run:
                 return
             if rec.speculative and not self.speculations.is_open(node):
                 limiter.release(step.resource)  # cancelled while it queued
-                rec.status = StepStatus.NOT_RUN
+                rec.status = _S_NOT_RUN
                 return
             rec.slot_from = self._slot_releaser(released)
             self._start_unit(node, rec, value, key, slot=True)
@@ -651,12 +690,9 @@ class Run:
         ctx.speculative = rec.speculative
         if self._due_by_deadline is not None:  # the deadline less the predicted rest
             ctx.latest_finish = self._due_by_deadline - node.blevel + self._predicted[node.name]
-        if rec.item is not None and node.step.kind == StepKind.EACH:
+        if rec.item is not None and node.step.kind == _K_EACH:
             ctx.needed = self.streams.needed_by(node, rec.item)
-        task = self._tasks.spawn(self._exec(node, rec, ctx, item), rec.name)
-        units = self._units
-        units[task] = rec
-        task.add_done_callback(units.pop)
+        task = self._tasks.spawn(self._exec(node, rec, ctx, item), rec.name, rec)
         if rec.speculative:
             self.speculations.attach(node, task)
         if slot:
@@ -673,7 +709,7 @@ class Run:
             src = nodes.get(p.source)
             if src is None:
                 kwargs[p.name] = self.inputs[p.source]
-            elif src.state == NodeState.SKIPPED:
+            elif src.state == _N_SKIPPED:
                 kwargs[p.name] = p.default
             else:
                 kwargs[p.name] = src.value
@@ -689,7 +725,7 @@ class Run:
         self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
     ) -> Any:
         step = node.step
-        if step.kind == StepKind.STREAM:
+        if step.kind == _K_STREAM:
             return await self.streams.produce(node, rec, kwargs)
         if step.retry is not None:
 
@@ -712,16 +748,19 @@ class Run:
         if self._deadline_at is not None:
             _set_deadline(self._deadline_at)
         span = telemetry.start_step_span(self, rec) if self._span is not None else None
-        start = rec.start = self.now()
-        rec.status = StepStatus.RUNNING
+        start = rec.start = self._loop.time() - self._t0
+        rec.status = _S_RUNNING
         self.emit(StepStarted(rec.name, start, ctx.priority, ctx.slack))
         fell_back = False
         try:
             kwargs = self._kwargs(node, ctx, item)
-            if step.kind == StepKind.ROUTE and step.predict is not None:
+            if step.kind == _K_ROUTE and step.predict is not None:
                 self.speculations.speculate(node, kwargs, rec)
             try:
-                value = await self._call(node, rec, ctx, kwargs)
+                if step.is_async and step.retry is None and step.kind != _K_STREAM:
+                    value = await step.fn(**kwargs)  # the common case, one frame less
+                else:
+                    value = await self._call(node, rec, ctx, kwargs)
             except Exception as exc:
                 if rec.speculative and self.speculations.unit_failed(node, rec, exc):
                     return
@@ -729,7 +768,7 @@ class Run:
                     # The step's own clocks (e.g. a model call's) ran out with the run's
                     # deadline: that is the run's deadline, not the step failing.
                     rec.end = self.now()
-                    rec.status = StepStatus.CANCELLED
+                    rec.status = _S_CANCELLED
                     self.emit(StepCancelled(rec.name, rec.end, "deadline"))
                     self._resolve(_Outcome(_End.DEADLINE))
                     return
@@ -749,7 +788,7 @@ class Run:
                 # cancelling a future it awaited). Fail the step rather than hang the run.
                 self._step_failed(rec, exc, "CancelledError raised inside the step")
                 return
-            rec.status = StepStatus.CANCELLED
+            rec.status = _S_CANCELLED
             reason = self._outcome.end.value if self._outcome is not None else ""
             self.emit(StepCancelled(rec.name, rec.end, reason))
             raise
@@ -761,17 +800,17 @@ class Run:
                 rec.span = span
         if self._finished:  # abandoned as stuck: its record is final
             return
-        end = rec.end = self.now()
-        rec.status = StepStatus.FALLBACK if fell_back else StepStatus.OK
+        end = rec.end = self._loop.time() - self._t0
+        rec.status = _S_FALLBACK if fell_back else _S_OK
         self.emit(StepFinished(rec.name, end, value, end - start, fell_back))
         if self._outcome is not None:
             return
         if rec.speculative and self.speculations.unit_finished(node, value):
             return
         try:
-            if step.kind == StepKind.EACH:
+            if step.kind == _K_EACH:
                 self.streams.item_done(node, rec, value)
-            elif step.kind == StepKind.MAP:
+            elif step.kind == _K_MAP:
                 assert rec.item is not None
                 node.results[rec.item] = value
                 node.left -= 1
@@ -793,7 +832,7 @@ class Run:
 
     def _step_failed(self, rec: StepRecord, exc: BaseException, error: str) -> None:
         rec.end = self.now()
-        rec.status = StepStatus.FAILED
+        rec.status = _S_FAILED
         rec.error = error
         self.emit(StepFailed(rec.name, rec.end, exc))
         self._resolve(_Outcome(_End.FAILED, rec.name, exc))
@@ -801,8 +840,8 @@ class Run:
     def complete(self, node: Node, value: Any, by: str | None) -> None:
         step = node.step
         node.value = value
-        node.state = NodeState.DONE
-        if step.kind == StepKind.ROUTE:
+        node.state = _N_DONE
+        if step.kind == _K_ROUTE:
             chosen = _branches(value)
             bad = [b for b in chosen if b not in step.branches]
             if bad:

@@ -1,11 +1,14 @@
 """Asking one question of a strategy and measuring it: latency, TTFT, cost, calls.
 
-``ask(runnable, request, answer)`` streams the request through a model (or reads a
-``Refine``'s events) and returns an ``Outcome``: the normalised answer and whether it
-is right, latency and time to first token on the event loop's clock (real or
-virtual), the cost and number of model calls charged by ``Metered`` models under it
-(every streamed token counts, cancelled ones included). ``summarise`` turns outcomes
-into the figures the benchmark and the demo print.
+``ask(model, request, answer)`` asks one question and returns an ``Outcome``: the
+normalised answer and whether it is right, latency and time to first token on the
+event loop's clock (real or virtual), the cost and number of model calls charged by
+``Metered`` models under it (every streamed token counts, cancelled ones included),
+and what the strategy did (``detail``: the tier that answered, whether a vote stopped
+early, whether a refine changed the draft). A ``Refine`` is read through its events
+(the first draft token is its TTFT), a ``Vote`` or ``Cascade`` through ``decide`` (its
+result, returned by the call, says what it did), any other model through its stream.
+``summarise`` turns outcomes into the figures the benchmark and the demo print.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from typing import Any
 
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats
+from critpath.adapters.wrapper import WrapperModel
 from critpath.cascades.cascade import CascadeResult
+from critpath.cascades.decider import Decided, Decider
 from critpath.cascades.decisions import normalise_answer
 from critpath.cascades.refine import DraftDelta, Final, Refine
 from critpath.cascades.vote import VoteResult
 from critpath.errors import ModelError
 from critpath.estimates import percentile
 
-__all__ = ["ROW_KEYS", "Metered", "Outcome", "ask", "ms", "quantile", "summarise"]
+__all__ = ["ROW_KEYS", "Metered", "Outcome", "ask", "describe", "ms", "quantile", "summarise"]
 
 ROW_KEYS = ("accuracy", "latency_ms", "ttft_ms", "cost", "calls_per_query", "errors")
 """The figures of a strategy's row (a subset of ``summarise``'s), as tables print them."""
@@ -46,27 +51,24 @@ class _Meter:
 _METER: ContextVar[_Meter | None] = ContextVar("critpath_meter", default=None)
 
 
-class Metered:
+class Metered(WrapperModel):
     """A model whose calls and streamed tokens are charged to the current query."""
 
     def __init__(self, model: Model, price_in: float = 0.0, price_out: float = 0.0) -> None:
-        self.model = model
+        super().__init__(model)
         self.price_in = price_in / 1e6
         self.price_out = price_out / 1e6
 
     @property
-    def name(self) -> str:
-        return self.model.name
+    def model(self) -> Model:
+        return self.wrapped[0]
 
     @property
     def stats(self) -> EndpointStats | None:
         stats = getattr(self.model, "stats", None)
         return stats if isinstance(stats, EndpointStats) else None
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         meter = _METER.get()
         if meter is not None:
             meter.calls += 1
@@ -128,8 +130,18 @@ def summarise(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     }
 
 
+def describe(result: Decided) -> str:
+    """What a decision did, as an ``Outcome.detail``: ``tier<i>`` (the cascade tier
+    that answered), ``early`` / ``all`` (a vote stopped early or heard every voter)."""
+    if isinstance(result, CascadeResult):
+        return f"tier{result.tier}"
+    if isinstance(result, VoteResult):
+        return "early" if result.stopped_early else "all"
+    return ""
+
+
 async def ask(
-    runnable: Model | Refine, request: ModelRequest, answer: str | None, *, question: str = ""
+    runnable: Model, request: ModelRequest, answer: str | None, *, question: str = ""
 ) -> Outcome:
     """Ask ``request`` of ``runnable``; ``answer``: the right normalised answer (``None``:
     unknown, never correct). Model errors become the outcome's ``error``."""
@@ -150,6 +162,12 @@ async def ask(
                     elif isinstance(event, Final):
                         text = event.text
                         detail = "changed" if event.stats.changed else "unchanged"
+        elif isinstance(runnable, Decider):
+            result = await runnable.decide(request)
+            text = result.completion.text
+            if text:  # the answer comes whole, once decided: its first token is now
+                ttft = loop.time() - t0
+            detail = describe(result)
         else:
             parts: list[str] = []
             async with aclosing(runnable.stream(request)) as chunks:
@@ -159,11 +177,6 @@ async def ask(
                             ttft = loop.time() - t0
                         parts.append(chunk.text)
             text = "".join(parts)
-            last = getattr(runnable, "last_result", None)
-            if isinstance(last, CascadeResult):
-                detail = f"tier{last.tier}"
-            elif isinstance(last, VoteResult):
-                detail = "early" if last.stopped_early else "all"
     except ModelError as exc:
         error = f"{type(exc).__name__}: {exc}"
     finally:

@@ -44,7 +44,9 @@ from critpath.adapters.sim.answers import (
 from critpath.adapters.sim.clock import run_virtual
 from critpath.adapters.sim.model import SimulatedModel
 from critpath.adapters.sim.profiles import PROFILES, profile_for_params
+from critpath.adapters.wrapper import WrapperModel
 from critpath.cascades.cascade import Cascade, Tier
+from critpath.cascades.decider import Decider
 from critpath.cascades.decisions import Score, accept, fit_threshold, normalise_answer
 from critpath.cascades.refine import Refine
 from critpath.cascades.scorers import (
@@ -136,7 +138,7 @@ class ModelInfo:
 class _Built:
     name: str
     kind: str
-    runnable: Model | Refine
+    runnable: Model
     models: list[str]
     fits: list[str] = field(default_factory=list)
     spec: StrategySpec | None = None
@@ -229,14 +231,14 @@ class Replay:
             request_id=f"q-{q.id}",
         )
 
-    async def ask(self, runnable: Model | Refine, q: Question) -> Outcome:
+    async def ask(self, runnable: Model, q: Question) -> Outcome:
         outcome = await ask(runnable, self.request_for(q), q.answer, question=q.id)
         self._done += 1
         if self.progress is not None and (self._done % 200 == 0 or self._done == self._total):
             self.progress(self._done, self._total, "")
         return outcome
 
-    async def ask_all(self, runnable: Model | Refine, qs: Sequence[Question]) -> list[Outcome]:
+    async def ask_all(self, runnable: Model, qs: Sequence[Question]) -> list[Outcome]:
         return [await self.ask(runnable, q) for q in qs]
 
     # ---- resolving selectors ---------------------------------------------------------
@@ -374,7 +376,7 @@ class Replay:
                 request = self.request_for(q)
                 result = None
                 try:
-                    if isinstance(model, Vote):
+                    if isinstance(model, Decider):
                         decided = await model.decide(request)
                         completion, result = decided.completion, decided
                     else:
@@ -506,8 +508,9 @@ def _base(name: str) -> str:
 
 
 def _leaf_names(model: Model) -> list[str]:
-    if isinstance(model, Vote):
-        return [n for m in model.models for n in _leaf_names(m)]
+    """The recorded models a tier's model asks (a vote's voters; a metered model's own)."""
+    if isinstance(model, WrapperModel):
+        return [leaf.name for leaf in model.leaves()]
     return [model.name]
 
 
@@ -525,7 +528,10 @@ def _scorer(kind: str) -> Scorer | None:
 
 
 def goals(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's four goals, checked on the evaluation split.
+    """Four goals, checked on the evaluation split: accuracy at half the latency
+    (``fast_equal``), near accuracy at a quarter (``faster_near``), the tail latency
+    early quorum saves (``quorum_tail``) and the first token a draft gives early
+    (``refine_ttft``). The figures reached are in docs/BENCHMARKS.md.
 
     The reference is the most accurate single model. ``fast_equal``: strategies at >= its
     accuracy with <= 50% of its p50; ``faster_near``: >= 95% of its accuracy with <= 25%

@@ -148,10 +148,7 @@ class SimulatedModel:
             return Answer(answer_text(None, 40, "A simulated answer."), 40, None, 0.5)
         return self.answers.answer(self._name, request)
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         p = self.profile
         arrival = next(self._arrivals)
