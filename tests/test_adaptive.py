@@ -8,10 +8,12 @@ import argparse
 import asyncio
 import json
 import random
+import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -31,11 +33,14 @@ from critpath.adapters.brownout import Brownout, OnMiss, Outlook, Why, choose, p
 from critpath.adapters.sim import FunctionAnswers, LatencyProfile, SimulatedModel
 from critpath.adapters.sim.answers import Answer, answer_text
 from critpath.adapters.sim.clock import run_virtual
+from critpath.adapters.wrapper import WrapperModel
+from critpath.asgi import AppServer
 from critpath.cascades import Cascade, Refine, Tier, Vote
 from critpath.deadlines import deadline
 from critpath.errors import ConfigError
 
 T = TypeVar("T")
+ROOT = str(Path(__file__).resolve().parents[1])
 
 LETTER = {"strong": "A", "medium": "B", "small": "C"}
 TPOT = {"strong": 0.010, "medium": 0.005, "small": 0.002}  # 100 tokens: 1.09 / 0.595 / 0.298 s
@@ -409,3 +414,34 @@ def test_bench_adaptive_answers_in_time_where_the_strong_model_alone_is_late(
     assert by["adaptive", 2.0]["shed"] == 0
     assert by["adaptive", 2.0]["answered_by"]["medium"] > 0
     assert "adaptive" in bench.render(result)
+
+
+def test_adaptive_is_a_wrapper_model() -> None:
+    strong, medium, small = fleet()
+    adaptive = Adaptive([Candidate(strong, capacity=2), medium, small])
+    assert isinstance(adaptive, WrapperModel)
+    assert [m.name for m in adaptive.leaves()] == ["strong", "medium", "small"]
+
+
+async def test_the_chat_service_answers_from_the_draft_model_when_the_strong_one_is_late() -> None:
+    sys.path.insert(0, ROOT)
+    from examples.chatbot import ChatConfig, create_app
+
+    def final_of(body: str) -> dict[str, Any]:
+        for block in body.split("\n\n"):
+            if block.startswith("event: final\n"):
+                return dict(json.loads(block.split("data: ", 1)[1]))
+        raise AssertionError(f"no final event in {body[:200]!r}")
+
+    config = ChatConfig(time_scale=0.05, slo=0.03)  # the strong model takes ~0.05 s
+    async with (
+        AppServer(create_app(config)) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        finals = []
+        for _ in range(2):
+            r = await client.post("/chat", json={"message": "Why does my deploy fail?"})
+            finals.append(final_of(r.text))
+    assert finals[0]["changed"]  # not learned yet: the strong model revised the draft
+    assert not finals[1]["changed"]  # predicted late: the draft model answered in time
+    assert finals[1]["t"] < finals[0]["t"]

@@ -64,6 +64,7 @@ from critpath.adapters.pool import LoadReporter, Pool
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats, StreamClock
+from critpath.adapters.wrapper import WrapperModel
 from critpath.deadlines import remaining
 from critpath.errors import ConfigError, ModelError
 from critpath.estimates import LatencyEstimate
@@ -243,7 +244,7 @@ class _State:
             self.learned_capacity = max(load.running, round(load.running / load.kv_cache_usage))
 
 
-class Adaptive:
+class Adaptive(WrapperModel):
     """A ``Model`` choosing among ``candidates`` (best first) per request; see the
     module docstring. ``quantile``: of TTFT and output length, for the prediction;
     ``recover``: the margin a tripped candidate must fit with; ``expected_tokens``: the
@@ -270,8 +271,8 @@ class Adaptive:
         if expected_tokens is not None and expected_tokens < 1:
             raise ConfigError("expected_tokens must be >= 1")
         cands = [c if isinstance(c, Candidate) else Candidate(c) for c in candidates]
-        self.wrapped: tuple[Model, ...] = tuple(c.model for c in cands)
-        self._name = name or f"adaptive({','.join(m.name for m in self.wrapped)})"
+        models = [c.model for c in cands]
+        super().__init__(models, name=name or f"adaptive({','.join(m.name for m in models)})")
         self.slo = slo
         self.quantile = quantile
         self.cap_tokens = cap_tokens
@@ -285,13 +286,6 @@ class Adaptive:
         self._shed = 0
         self._capped = 0
         self._probe_bug: Exception | None = None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def __repr__(self) -> str:
-        return f"Adaptive({self._name!r}, candidates=[{', '.join(m.name for m in self.wrapped)}])"
 
     # ---- deciding ---------------------------------------------------------------------
 
@@ -363,10 +357,7 @@ class Adaptive:
 
     # ---- the protocol -----------------------------------------------------------------
 
-    def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        return self._stream(request)
-
-    async def _stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
+    async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         decision = self.choose(request)
         _record(decision)
         index = decision.index
