@@ -442,6 +442,6 @@ async def test_the_chat_service_answers_from_the_draft_model_when_the_strong_one
         for _ in range(2):
             r = await client.post("/chat", json={"message": "Why does my deploy fail?"})
             finals.append(final_of(r.text))
-    assert finals[0]["changed"]  # not learned yet: the strong model revised the draft
-    assert not finals[1]["changed"]  # predicted late: the draft model answered in time
-    assert finals[1]["t"] < finals[0]["t"]
+    # Not learned yet: the strong model's answer; then predicted late: the draft model's.
+    assert "release notes" in finals[0]["text"]
+    assert "retry the deploy" in finals[1]["text"]
