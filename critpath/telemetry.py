@@ -9,8 +9,13 @@ Step spans start when the step starts (so spans opened inside a step, e.g. a mod
 call, nest under it) and end, with the step's real end time, when the run ends —
 once slack and the critical path are known. Attributes: ``critpath.slack_ms``,
 ``critpath.critical``, ``critpath.priority``, ``critpath.status``,
-``critpath.cancelled``, ``critpath.resource``; the run span carries makespan, span,
-work, efficiency and the critical path.
+``critpath.cancelled``, ``critpath.resource``, ``critpath.wait_ms`` (ready to start:
+queued for a slot), ``critpath.on_observed_path`` and, on that path,
+``critpath.released`` (dependency / resource / run start) and ``critpath.released_by``.
+The run span carries makespan, span, work, efficiency, the critical path, the observed
+path and its breakdown (``critpath.path_work_ms``, ``critpath.resource_wait_ms``,
+``critpath.overhead_ms``: they add up to the makespan; see
+``critpath.orchestrator.observed``).
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ def start_step_span(run: Run, rec: StepRecord) -> trace.Span:
 
 def end_run_span(run: Run, report: RunReport) -> None:
     by_name = {s.name: s for s in report.steps}
+    on_path = {p.name: p for p in report.observed_path}
     for node in run._nodes.values():
         for rec in node.records:
             span = rec.span
@@ -125,6 +131,14 @@ def end_run_span(run: Run, report: RunReport) -> None:
                 span.set_attribute("critpath.priority", s.priority)
             if s.resource:
                 span.set_attribute("critpath.resource", s.resource)
+            if s.queued is not None:
+                span.set_attribute("critpath.wait_ms", s.queued * 1000)
+            entry = on_path.get(rec.name)
+            span.set_attribute("critpath.on_observed_path", entry is not None)
+            if entry is not None:
+                span.set_attribute("critpath.released", entry.released.value)
+                if entry.by is not None:
+                    span.set_attribute("critpath.released_by", entry.by)
             if s.status == "failed":
                 span.set_status(trace.Status(trace.StatusCode.ERROR, s.error or ""))
             span.end(end_time=_ns(run, s.end if s.end is not None else report.makespan))
@@ -136,6 +150,12 @@ def end_run_span(run: Run, report: RunReport) -> None:
     rs.set_attribute("critpath.work_ms", report.work * 1000)
     rs.set_attribute("critpath.efficiency", report.efficiency)
     rs.set_attribute("critpath.critical_path", report.critical_path)
+    rs.set_attribute("critpath.observed_path", [p.name for p in report.observed_path])
+    if report.breakdown is not None:
+        b = report.breakdown
+        rs.set_attribute("critpath.path_work_ms", b.path_work * 1000)
+        rs.set_attribute("critpath.resource_wait_ms", b.resource_wait * 1000)
+        rs.set_attribute("critpath.overhead_ms", b.overhead * 1000)
     if report.status not in ("ok", "partial"):
         rs.set_status(trace.Status(trace.StatusCode.ERROR, report.status))
     rs.end(end_time=_ns(run, report.makespan))

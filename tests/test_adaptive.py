@@ -34,10 +34,10 @@ from critpath.adapters.sim import FunctionAnswers, LatencyProfile, SimulatedMode
 from critpath.adapters.sim.answers import Answer, answer_text
 from critpath.adapters.sim.clock import run_virtual
 from critpath.adapters.wrapper import WrapperModel
-from critpath.asgi import AppServer
 from critpath.cascades import Cascade, Refine, Tier, Vote
 from critpath.deadlines import deadline
 from critpath.errors import ConfigError
+from critpath.serve.asgi import AppServer
 
 T = TypeVar("T")
 ROOT = str(Path(__file__).resolve().parents[1])

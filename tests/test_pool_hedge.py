@@ -33,6 +33,7 @@ from critpath.adapters.hedge import Hedge, HedgeBudget, hedge_delay, is_first_to
 from critpath.adapters.pool import Pool
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.sim import PROFILES, SimulatedModel
+from critpath.adapters.sim.clock import run_virtual
 from critpath.errors import BadRequest, ConfigError, ModelConnectionError, ServerError
 
 REQ = make_request(messages="hi", max_tokens=16, request_id="req-1")
@@ -546,7 +547,12 @@ async def test_a_single_replica_is_hedged_onto_itself() -> None:
 # ---- over simulated replicas ----------------------------------------------------------
 
 
-async def test_hedging_simulated_stragglers_keeps_answers_exact() -> None:
+def test_hedging_simulated_stragglers_keeps_answers_exact() -> None:
+    """On virtual time: the hedge delay and the stragglers are exact, whatever the load."""
+    run_virtual(_hedging_simulated_stragglers())
+
+
+async def _hedging_simulated_stragglers() -> None:
     profile = PROFILES["7b"].with_(straggler_p=0.2, straggler_x=20.0)
 
     def replicas() -> list[SimulatedModel]:

@@ -106,6 +106,23 @@ async def test_run_and_step_spans(exporter: InMemorySpanExporter) -> None:
     run_attrs = run_span.attributes or {}
     assert list(run_attrs["critpath.critical_path"]) == report.critical_path
     assert run_attrs["critpath.status"] == "ok"
+    # the observed path and the makespan's breakdown along it
+    observed = [p.name for p in report.observed_path]
+    assert list(run_attrs["critpath.observed_path"]) == observed
+    assert observed[-1] == "last"
+    assert observed[0] == "first"  # ``side`` ended at once: ``first`` released ``last``
+    parts = ("path_work", "resource_wait", "overhead")
+    assert sum(run_attrs[f"critpath.{k}_ms"] for k in parts) == pytest.approx(
+        run_attrs["critpath.makespan_ms"]
+    )
+    for name, s in by_step.items():
+        attrs = s.attributes or {}
+        assert attrs["critpath.on_observed_path"] is (name in observed)
+        assert attrs["critpath.wait_ms"] == pytest.approx(report.step(name).queued * 1000)
+    last = by_step["last"].attributes or {}
+    assert (last["critpath.released"], last["critpath.released_by"]) == ("dependency", "first")
+    assert by_step["first"].attributes["critpath.released"] == "run start"
+    assert "critpath.released" not in (by_step["side"].attributes or {})
     inner = [s for s in exporter.get_finished_spans() if s.name == "inner"]
     assert any(
         s.parent is not None and s.parent.span_id == by_step["last"].context.span_id for s in inner

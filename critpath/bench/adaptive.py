@@ -34,7 +34,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from critpath._data import recorded_dir
 from critpath.adapters.adaptive import Adaptive, LoadShedError, OnMiss
 from critpath.adapters.completion import complete
 from critpath.adapters.protocol import Model, ModelRequest, make_request
@@ -44,6 +43,7 @@ from critpath.adapters.sim.profiles import LatencyProfile, profile_for_params
 from critpath.cascades.decisions import normalise_answer
 from critpath.errors import ConfigError, ModelError
 from critpath.estimates import percentile
+from critpath.strategies.data import recorded_dir
 
 __all__ = ["POLICIES", "VIRTUAL_TIME", "add_arguments", "render", "run"]
 

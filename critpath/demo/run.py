@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from critpath.adapters.sim.clock import run_virtual
+from critpath.bench.progress import Progress
 from critpath.demo.agent import build_agent
 from critpath.demo.table import compare, strategy_count
 from critpath.demo.tiers import Tiers, real_tiers, simulated_tiers
 from critpath.orchestrator.events import StepPartial
-from critpath.progress import Progress
 from critpath.strategies.evaluate import ROW_KEYS
 
 __all__ = ["DemoOptions", "render", "run_demo", "run_demo_sync"]
@@ -74,8 +74,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 async def _recorded_table(opts: DemoOptions) -> dict[str, Any]:
-    from critpath._data import recorded_dir
     from critpath.strategies import Replay, load_strategies
+    from critpath.strategies.data import recorded_dir
 
     data = recorded_dir(opts.data)
     bar = Progress(1, "recorded answers", enabled=opts.progress)
@@ -122,6 +122,10 @@ async def _agent_run(tiers: Tiers, opts: DemoOptions) -> dict[str, Any]:
             "work_ms": round(report.work * 1000, 1),
             "parallelism": round(report.parallelism, 3),
             "critical_path": report.critical_path,
+            "observed_path": [p.name for p in report.observed_path],  # details: report
+            "breakdown_ms": {
+                k: round(v * 1000, 1) for k, v in dict(report.breakdown or {}).items()
+            },
             "report": json.loads(report.model_dump_json()),
             "report_text": report.to_text(),
         },

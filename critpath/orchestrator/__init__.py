@@ -27,6 +27,7 @@ from critpath.orchestrator.events import (
 )
 from critpath.orchestrator.graph import Graph, Param, StepSpec
 from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.observed import Breakdown, PathStep, Release, observed_path
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.report import RunReport, StepRecord, StepReport
 from critpath.orchestrator.runtime import Run, RunResult
@@ -42,11 +43,14 @@ from critpath.orchestrator.streams import ItemTracker
 
 __all__ = [
     "NO_FALLBACK",
+    "Breakdown",
     "Graph",
     "ItemTracker",
     "Limiter",
     "Param",
     "PathAnalysis",
+    "PathStep",
+    "Release",
     "RetryPolicy",
     "RouteChosen",
     "Run",
@@ -78,4 +82,5 @@ __all__ = [
     "StepStatus",
     "analyse",
     "current_step",
+    "observed_path",
 ]

@@ -94,7 +94,7 @@ class Limiter:
 
     def release(self, resource: str | None, by: object = None) -> None:
         """Give a slot back and start the best waiters that now fit; ``by`` (who held
-        the slot: any object) is passed on to the first waiter started."""
+        the slot: any object) is passed on to the waiters it lets start."""
         self._running -= 1
         if resource is not None and resource in self.limits:
             self._by_resource[resource] -= 1
@@ -124,7 +124,6 @@ class Limiter:
             self._waiting -= 1
             self._take(w.resource)
             w.start(by)
-            by = None  # later waiters took slots that were free already
         for w in skipped:
             heapq.heappush(heap, w)
 

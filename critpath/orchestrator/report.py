@@ -3,8 +3,12 @@
 Vocabulary (see DESIGN.md): **work** is the sum of step durations; **span** the
 length of the longest dependency chain under the measured durations (the critical
 path); **parallelism** = work / span; **efficiency** = span / makespan (1.0 means the
-run took no longer than its dependencies forced). A report prints as text
-(``str(report)``), saves as JSON and draws as a timeline (``critpath.orchestrator.timeline``).
+run took no longer than its dependencies forced). The **observed path** is what the
+finish actually waited on (dependencies and slots freed by other steps, with the waits
+on it), and the **breakdown** splits the makespan along it into path work, resource
+wait and overhead (``critpath.orchestrator.observed``): it explains the efficiency. A
+report prints as text (``str(report)``), saves as JSON and draws as a timeline
+(``critpath.orchestrator.timeline``).
 """
 
 from __future__ import annotations
@@ -13,17 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critpath.orchestrator.analysis import analyse
 from critpath.orchestrator.context import ModelChoice
+from critpath.orchestrator.observed import (
+    OTHER_RUN,
+    Breakdown,
+    PathStep,
+    Release,
+    observed_path,
+)
 from critpath.orchestrator.states import RunStatus, StepStatus
 
 if TYPE_CHECKING:
     from critpath.orchestrator.runtime import Run
 
 __all__ = ["RunReport", "StepRecord", "StepReport", "StepStatus", "build_report"]
-
 
 
 @dataclass(slots=True)
@@ -104,6 +114,25 @@ class RunReport(BaseModel):
     speculation: dict[str, float | int] | None = None
     """Speculative branches: started, committed, cancelled, refused, waste_s,
     waste_tokens, saved_s (``None`` when the run speculated nothing)."""
+    observed_path: list[PathStep] = Field(default_factory=list)
+    """What the finish waited on, first record first (see ``critpath.orchestrator.observed``)."""
+    breakdown: Breakdown | None = None
+    """The makespan along the observed path: path_work + resource_wait + overhead."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_observed_path(cls, data: Any) -> Any:
+        """A report saved before the observed path existed gets it computed from its steps."""
+        if not isinstance(data, dict) or "breakdown" in data or "steps" not in data:
+            return data
+        try:
+            steps = [s if isinstance(s, StepReport) else StepReport.model_validate(s)
+                     for s in data["steps"]]  # fmt: skip
+            makespan, span = float(data["makespan"]), float(data["span"])
+        except (ValidationError, KeyError, TypeError, ValueError):
+            return data  # the model's own validation names what is wrong
+        obs = observed_path(steps, makespan, span)
+        return {**data, "observed_path": obs.path, "breakdown": obs.breakdown}
 
     def step(self, name: str) -> StepReport:
         for s in self.steps:
@@ -118,7 +147,10 @@ class RunReport(BaseModel):
             f"in {self.makespan * ms:.1f} ms",
             f"work {self.work * ms:.1f} ms  span {self.span * ms:.1f} ms  "
             f"parallelism {self.parallelism:.2f}  efficiency {self.efficiency:.3f}",
-            "critical path: " + (" -> ".join(self.critical_path) or "(none)"),
+            "critical path: "
+            + (" -> ".join(self.critical_path) or "(none)")
+            + f"  (dependencies only: span {self.span * ms:.1f} ms)",
+            *self._observed_text(),
             "",
         ]
         width = max([len(s.name) for s in self.steps] + [4]) + 2
@@ -136,16 +168,18 @@ class RunReport(BaseModel):
                 return "-"
             return f"{(s.start + s.predicted_slack) * ms:.0f}"
 
+        observed = {p.name for p in self.observed_path}
         for s in sorted(self.steps, key=lambda s: (s.start is None, s.start or 0.0, s.name)):
-            mark = "* " if s.critical else "  "
+            mark = ("*" if s.critical else " ") + ("+" if s.name in observed else " ")
             lines.append(
                 f"{mark}{s.name:<{width}}{s.status:<10}{f(s.start):>10}{f(s.end):>10}"
                 f"{f(s.duration):>10}{f(s.slack):>10}{f(s.queued):>10}"
                 f"{lst(s):>8}  {s.resource or ''}"
             )
         lines.append(
-            "(* on the critical path; lst: the latest start time predicted when the step"
-            " started, ms from the run's start: what orders its priority)"
+            "(* on the critical path; + on the observed path; lst: the latest start time"
+            " predicted when the step started, ms from the run's start: what orders its"
+            " priority)"
         )
         for s in self.steps:
             for c in s.model_choices:
@@ -155,6 +189,34 @@ class RunReport(BaseModel):
                     f"budget {f(None if c.budget_ms is None else c.budget_ms / ms)} ms)"
                 )
         return "\n".join(lines)
+
+    def _observed_text(self) -> list[str]:
+        """The observed path, one record a line with what released it, and the breakdown."""
+        ms = 1000.0
+        b = self.breakdown
+        if b is None or not self.observed_path:
+            return []
+        lines = [
+            "observed path: "
+            + " -> ".join(p.name for p in self.observed_path)
+            + "  (what the finish waited on; ms)"
+        ]
+        width = max(len(p.name) for p in self.observed_path) + 2
+
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v * ms:.1f}"
+
+        for p in self.observed_path:
+            what = _released_text(p)
+            if p.gap > 0.0005:
+                what += f"; {p.gap * ms:.1f} ms overhead before it"
+            lines.append(f"    {p.name:<{width}}{f(p.start):>9} -> {f(p.end):>9}  {what}")
+        lines.append(
+            f"breakdown: makespan {b.makespan * ms:.1f} = path work {b.path_work * ms:.1f}"
+            f" + resource wait {b.resource_wait * ms:.1f} + overhead {b.overhead * ms:.1f} ms"
+            f" (span {b.span * ms:.1f} ms)"
+        )
+        return lines
 
     def __str__(self) -> str:
         return self.to_text()
@@ -180,6 +242,20 @@ class RunReport(BaseModel):
         p = Path(path)
         p.write_text(render_html(self), encoding="utf-8")
         return p
+
+
+def _released_text(p: PathStep) -> str:
+    ms = 1000.0
+    slot = f"a slot of {p.resource}" if p.resource else "a concurrency slot"
+    if p.released is Release.RUN_START:
+        return "ready at the run's start"
+    if p.released is Release.DEPENDENCY:
+        return f"after {p.by}"
+    if p.start is None:
+        since = f" since {p.ready * ms:.1f}" if p.ready is not None else ""
+        return f"still waiting for {slot}{since} when the run ended ({p.wait * ms:.1f} ms)"
+    by = {None: "", OTHER_RUN: ", freed by another run"}.get(p.by, f", freed by {p.by}")
+    return f"waited {p.wait * ms:.1f} ms for {slot}{by}"
 
 
 def build_report(run: Run) -> RunReport:
@@ -231,6 +307,7 @@ def build_report(run: Run) -> RunReport:
                 )
             )  # fmt: skip
     makespan = run.makespan if run.makespan is not None else run.now()
+    observed = observed_path(steps, makespan, pa.span)
     return RunReport(
         graph=run.graph.name,
         run_id=run.run_id,
@@ -245,4 +322,6 @@ def build_report(run: Run) -> RunReport:
         predicted_span=run.predicted_span,
         steps=steps,
         speculation=run.speculation.as_dict() if run.speculation.started else None,
+        observed_path=observed.path,
+        breakdown=observed.breakdown,
     )

@@ -55,12 +55,15 @@ from critpath.adapters import Adaptive, Model, OpenAICompatible, Usage, make_req
 from critpath.adapters.sim import FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.answers import Answer
 from critpath.adapters.sim.wire import APIError, ResponseEncoder, error_body, parse_request
-from critpath.cascades import DraftDelta, Final, Refine, Revision
+from critpath.cascades import DraftDelta, Final, Revision
+from critpath.demo.strategies import DemoStrategy, build_refine, served_name
 from critpath.errors import InvalidRequestError, ModelError
 
 __all__ = ["ChatConfig", "create_app"]
 
-MODEL_NAME = "critpath-refine"
+STRATEGY = DemoStrategy.REFINE
+"""The demo strategy the service answers with (``critpath.demo.strategies``)."""
+MODEL_NAME = served_name(STRATEGY)
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -158,7 +161,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
     cfg = config or ChatConfig.from_env()
     draft, strong, clients = _models(cfg)
     in_time = Adaptive([strong, draft], slo=cfg.slo, name=strong.name)  # lighter under a burst
-    refine = Refine(draft, in_time, name=MODEL_NAME)
+    refine = build_refine([draft, in_time], name=MODEL_NAME)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
