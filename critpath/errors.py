@@ -35,7 +35,9 @@
         ├── MalformedResponse        a body or SSE line that is not what the API promises
         │   └── IncompleteStream  R  the stream ended without its terminator
         ├── VoteFailedError          every voter failed (critpath.cascades.vote)
-        └── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        ├── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        └── LoadShedError            refused: no model predicted to answer in time
+                                     (critpath.adapters.adaptive)
 
 ``R``: retryable (a subclass of ``RetryableError``).
 

@@ -689,6 +689,8 @@ class Run:
             self._deadline_at, node.step.resource, self._emit_partial,
         )  # fmt: skip
         ctx.speculative = rec.speculative
+        if self._due_by_deadline is not None:  # the deadline less the predicted rest
+            ctx.latest_finish = self._due_by_deadline - node.blevel + self._predicted[node.name]
         if rec.item is not None and node.step.kind == _K_EACH:
             ctx.needed = self.streams.needed_by(node, rec.item)
         task = self._tasks.spawn(self._exec(node, rec, ctx, item), rec.name, rec)
