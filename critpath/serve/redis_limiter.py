@@ -304,12 +304,15 @@ class SharedLimiter(Limiter):
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
-                async for _message in pubsub.listen():
-                    if any(len(s.held) < self._demand(s) for s in self._shared.values()):
+                while not self._closing:  # bounded reads: redis-py may swallow a cancel
+                    message = await pubsub.get_message(timeout=0.5)
+                    short = any(len(s.held) < self._demand(s) for s in self._shared.values())
+                    if message is not None and short:
                         self._wake.set()
             except STORE_ERRORS as exc:
                 log.debug("SharedLimiter %r: subscription lost: %s", self.name, exc)
-                await asyncio.sleep(1.0)  # the round's own polling covers the gap
+                if not self._closing:
+                    await asyncio.sleep(1.0)  # the round's own polling covers the gap
             finally:
                 with contextlib.suppress(*STORE_ERRORS):
                     await pubsub.aclose()
