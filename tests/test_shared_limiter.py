@@ -26,9 +26,9 @@ def redis() -> Iterator[RedisServer]:
     yield from redis_fixture()
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (polling the event loop) until ``condition()`` holds; fail after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait (polling the event loop) until ``condition()`` holds; fail after ``within`` s."""
+    deadline = asyncio.get_running_loop().time() + within
     while not condition():
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
@@ -136,7 +136,7 @@ async def test_a_crashed_process_leases_expire(redis: RedisServer) -> None:
             steps.queue(limiter, "x")
             await until(lambda: limiter.statistics()["store_round_trips"] >= 1)
             assert steps.started == []  # the dead process's leases still count
-            await until(lambda: steps.started == ["x"], timeout=5.0)  # until they expire
+            await until(lambda: steps.started == ["x"], within=5.0)  # until they expire
             steps.finish("x")
     finally:
         if proc.returncode is None:
@@ -203,11 +203,11 @@ async def test_two_processes_never_run_more_than_the_limit_at_the_server(
     worker = str(HERE / "shared_limiter_worker.py")
     async with httpx.AsyncClient() as client:
         watcher = asyncio.create_task(watch(client))
+        args = (worker, redis.url, sim.base_url, str(limit), str(runs))
         procs = [
             await asyncio.create_subprocess_exec(
-                sys.executable, worker, redis.url, sim.base_url, str(limit), str(runs),
-                stdout=asyncio.subprocess.PIPE, env=env,
-            )  # fmt: skip
+                sys.executable, *args, stdout=asyncio.subprocess.PIPE, env=env
+            )
             for _ in range(2)
         ]
         try:

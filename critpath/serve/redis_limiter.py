@@ -315,7 +315,7 @@ class SharedLimiter(Limiter):
                     await asyncio.sleep(1.0)  # the round's own polling covers the gap
             finally:
                 with contextlib.suppress(*STORE_ERRORS):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _demand(self, shared: _Shared) -> int:
         resource = next(r for r, s in self._shared.items() if s is shared)
@@ -361,7 +361,7 @@ class SharedLimiter(Limiter):
                 *returning, *renewing,
             ]  # fmt: skip
             self._round_trips += 1
-            reply = await client.eval(_SYNC, 3, *self._keys(r), *args)  # type: ignore[no-untyped-call]
+            reply = await client.eval(_SYNC, 3, *self._keys(r), *args)
             granted, lost, others = reply
             del shared.returning[: len(returning)]
             if lost:
