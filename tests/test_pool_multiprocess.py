@@ -50,8 +50,10 @@ async def test_a_watching_pool_avoids_the_server_another_process_loads(
         assert [pool.acquire().index for _ in range(2)] == [0, 1]
         pool = Pool(replicas)
         async with pool.watch(interval=0.05):
-            while pool.statistics().replicas[0].server_outstanding != 4:
-                await asyncio.sleep(0.01)  # the other's requests reach its server
+            for _ in range(3000):  # until the other's requests reach its server
+                if pool.statistics().replicas[0].server_outstanding == 4:
+                    break
+                await asyncio.sleep(0.01)
             leases = [pool.acquire() for _ in range(4)]
         assert [lease.index for lease in leases] == [1, 1, 1, 1]
         stats = pool.statistics().replicas
