@@ -107,7 +107,10 @@ class ReplicaHealth:
             await self.app(scope, receive, send)
             return
         header = (REPLICA_HEADER.encode(), self.name.encode())
-        if scope.get("path") != self.path or scope.get("method") != "GET":
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a route prefix
+            path = path[len(root) :]
+        if path != self.path or scope.get("method") != "GET":
 
             async def tagged(message: Message) -> None:
                 if message["type"] == "http.response.start":
