@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,8 +16,6 @@ from critpath.adapters.prometheus import parse_metrics, server_load
 from critpath.adapters.sim.server import SimServer, build_fleet
 from critpath.errors import ConfigError
 from critpath.serve.redis_limiter import SharedLimiter
-
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture
@@ -200,10 +197,10 @@ async def test_two_processes_never_run_more_than_the_limit_at_the_server(
             await asyncio.sleep(0.005)
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    worker = str(HERE / "shared_limiter_worker.py")
     async with httpx.AsyncClient() as client:
         watcher = asyncio.create_task(watch(client))
-        args = (worker, redis.url, sim.base_url, str(limit), str(runs))
+        args = ("-m", "critpath.bench._scale_worker", redis.url, sim.base_url, str(limit),
+                str(runs))  # fmt: skip
         procs = [
             await asyncio.create_subprocess_exec(
                 sys.executable, *args, stdout=asyncio.subprocess.PIPE, env=env

@@ -1,6 +1,6 @@
-"""One OS process of the shared-limiter tests and ``critpath bench scale``.
+"""One OS process of ``critpath bench scale`` and the shared-limiter tests.
 
-``python tests/shared_limiter_worker.py REDIS_URL BASE_URL LIMIT RUNS`` runs ``RUNS``
+``python -m critpath.bench._scale_worker REDIS_URL BASE_URL LIMIT RUNS`` runs ``RUNS``
 concurrent runs of a one-step graph whose step calls the ``small`` model at
 ``BASE_URL`` on the resource ``"llm"``, all sharing one ``SharedLimiter`` of ``LIMIT``
 named ``"sim"``; it prints one JSON line: runs that succeeded and the limiter's
@@ -16,6 +16,8 @@ import sys
 from critpath import Graph
 from critpath.adapters import OpenAICompatible, complete, make_request
 from critpath.serve.redis_limiter import SharedLimiter
+
+__all__ = ["main"]
 
 
 async def main(redis_url: str, base_url: str, limit: int, runs: int) -> None:
