@@ -9,6 +9,8 @@ limiter across OS processes.
    ``--rate`` requests/s per replica (so twice the rate on two replicas, the same load
    per replica), and one replica at the two-replica rate to show what one cannot
    carry. Latency is from the scheduled arrival (no coordinated omission).
+   ``ray_overhead``: the median of ``GET /healthz`` one at a time through Ray Serve
+   versus the same app under uvicorn in process.
 2. ``limiter``: ``--processes`` OS processes, each running ``--runs`` concurrent
    critpath runs whose step calls a simulated server, share one ``SharedLimiter`` of
    ``--limit`` through a throwaway ``redis-server`` on 127.0.0.1; the peak of
@@ -26,6 +28,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,11 +45,11 @@ __all__ = ["add_arguments", "render", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rate", type=float, default=8.0, help="requests/s per replica")
-    parser.add_argument("--requests", type=int, default=160, help="per replica count (max)")
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds of load (max)")
+    parser.add_argument("--rate", type=float, default=5.0, help="requests/s per replica")
+    parser.add_argument("--requests", type=int, default=100, help="per replica count (max)")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds of load (max)")
     parser.add_argument("--max-ongoing", type=int, default=4, help="requests per replica")
-    parser.add_argument("--time-scale", type=float, default=0.1, help="simulated model speed")
+    parser.add_argument("--time-scale", type=float, default=0.5, help="simulated model speed")
     parser.add_argument("--limit", type=int, default=4, help="shared limiter slots")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--runs", type=int, default=24, help="runs per process")
@@ -80,7 +83,7 @@ class _Completion:
         return None
 
 
-async def _replicas(args: argparse.Namespace) -> list[dict[str, Any]]:
+async def _replicas(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, float]]:
     from critpath.serve.ray_serve import asgi_deployment, run_app, shutdown, start_http, start_ray
 
     started = start_ray()
@@ -109,9 +112,32 @@ async def _replicas(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "p50_ms": s["latency_ms"]["p50"], "p99_ms": s["latency_ms"]["p99"],
                     "completed": s["completed"], "errors": s["errors"],
                 })  # fmt: skip
+            overhead = await _overhead(url, c)
     finally:
         await asyncio.to_thread(shutdown, stop_ray=started)
-    return rows
+    return rows, overhead
+
+
+async def _overhead(url: str, client: httpx.AsyncClient, n: int = 200) -> dict[str, float]:
+    """Median time of ``GET /healthz``, one at a time: through Ray Serve's proxy and
+    replica, and the same app under uvicorn in this process."""
+    from critpath.asgi import AppServer
+    from critpath.serve.ray_serve import ReplicaHealth
+    from examples.chatbot.app import create_app
+
+    async def median(base: str) -> float:
+        times = []
+        for _ in range(n):
+            t = time.perf_counter()
+            (await client.get(base + "/healthz")).raise_for_status()
+            times.append(time.perf_counter() - t)
+        return statistics.median(times) * 1000
+
+    ray_ms = await median(url)
+    async with AppServer(ReplicaHealth(create_app())) as server:
+        direct_ms = await median(server.url)
+    return {"ray_serve_p50_ms": round(ray_ms, 2), "uvicorn_p50_ms": round(direct_ms, 2),
+            "overhead_ms": round(ray_ms - direct_ms, 2)}  # fmt: skip
 
 
 # ---- 2. the shared limiter ----------------------------------------------------------------
@@ -206,7 +232,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"config": {k: v for k, v in vars(args).items() if k != "json"}}
     if not args.skip_ray:
         try:
-            result["replicas"] = await _replicas(args)
+            result["replicas"], result["ray_overhead"] = await _replicas(args)
         except ImportError as exc:
             result["replicas"] = {"skipped": str(exc)}
     if not args.skip_limiter:
@@ -235,6 +261,10 @@ def render(result: dict[str, Any]) -> str:
                          f" {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['errors']:>6}")  # fmt: skip
         lines.append(f"2 vs 1 replica at the same load per replica: {result['speedup']}x "
                      f"throughput, p99 ratio {result['p99_ratio']}")  # fmt: skip
+        o = result["ray_overhead"]
+        lines.append(f"GET /healthz one at a time, p50: {o['ray_serve_p50_ms']} ms through "
+                     f"Ray Serve, {o['uvicorn_p50_ms']} ms under uvicorn "
+                     f"(+{o['overhead_ms']} ms)")  # fmt: skip
     elif rows is not None:
         lines.append(f"replicas: skipped ({rows['skipped']})")
     lim = result.get("limiter")

@@ -341,10 +341,12 @@ def run_app(app: Any, *, name: str, route_prefix: str = "/") -> None:
 
 
 def shutdown(*, stop_ray: bool) -> None:
-    """Stop every Serve application (and the local Ray this process started)."""
+    """Stop every Serve application, or, with ``stop_ray``, the local Ray this process
+    started (which stops its applications with it)."""
     ray = _ray()
     if not ray.is_initialized():
         return
-    ray.serve.shutdown()
     if stop_ray:
         ray.shutdown()
+    else:
+        ray.serve.shutdown()
