@@ -17,6 +17,7 @@
     │   └── StepStuckError           a step ignored its cancellation past the grace period
     ├── ScopeClosedError             work started in a scope that has ended (a Speculator)
     ├── ConfigError                  a bad option (negative limit, unknown resource...)
+    ├── Overloaded                R  shed by admission control (``retry_after``: when to retry)
     └── ModelError                   a model call failed (raised by critpath.adapters)
         ├── InvalidRequestError      rejected before it was sent (pydantic validation)
         ├── ModelConnectionError  R  connect failed, or the connection was lost mid-stream
@@ -71,6 +72,7 @@ __all__ = [
     "InvalidStepError",
     "MalformedResponse",
     "MissingInputError",
+    "Overloaded",
     "ModelConnectionError",
     "ModelError",
     "ModelNotFound",
@@ -100,6 +102,17 @@ class RetryableError(CritpathError):
 
 class ConfigError(CritpathError, ValueError):
     """An invalid option, caught before anything runs."""
+
+
+class Overloaded(RetryableError):
+    """A request shed by admission control (``critpath.serve.admission``): its predicted
+    latency would miss its SLO, or the queue is full. ``retry_after``: seconds after
+    which the service expects to have room (an HTTP 503's ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: float, predicted: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.predicted = predicted
 
 
 class GraphError(CritpathError):

@@ -7,7 +7,7 @@ this package: nothing is looked up on disk, so no path, relative or absolute, an
 other ``benchmarks`` package on ``sys.path`` is ever run.
 
 >>> names()
-['adapter', 'cascade', 'hedge', 'priority', 'runtime', 'speculation']
+['adapter', 'cascade', 'faults', 'hedge', 'priority', 'runtime', 'speculation']
 >>> load("../runtime")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -31,6 +31,7 @@ __all__ = ["BENCHMARKS", "Benchmark", "load", "names"]
 BENCHMARKS: Mapping[str, str] = MappingProxyType({
     "adapter": "critpath.bench.adapter",
     "cascade": "critpath.bench.cascade",
+    "faults": "critpath.bench.faults",
     "hedge": "critpath.bench.hedge",
     "priority": "critpath.bench.priority",
     "runtime": "critpath.bench.runtime",
