@@ -434,3 +434,26 @@ async def test_retry_after_past_the_request_timeout_fails_fast(fault_server: Fau
     assert isinstance(err, RateLimited)
     assert err.retry_after is None
     await adapter.aclose()
+
+
+# ---- a benchmark counts failed requests instead of stopping -------------------------
+
+
+async def test_the_adapter_benchmark_counts_failures_instead_of_crashing() -> None:
+    from collections import Counter
+
+    from critpath.bench.adapter import _batch
+
+    calls = 0
+
+    async def flaky() -> tuple[float, float, int]:
+        nonlocal calls
+        calls += 1
+        if calls % 3 == 0:
+            raise ServerError("busy", model="m")
+        return 1.0, 0.5, 3
+
+    failed: Counter[str] = Counter()
+    _, results = await _batch(flaky, 9, 3, failed)
+    assert len(results) == 6
+    assert failed == {"ServerError": 3}
