@@ -13,6 +13,8 @@ import contextvars
 from collections.abc import Callable
 from typing import Any
 
+from critpath.orchestrator.substeps import SubSteps
+
 __all__ = [
     "PRIORITY_EPOCH",
     "StepContext",
@@ -71,12 +73,18 @@ class StepContext:
       branch); it may be cancelled;
     - ``needed``: for an item of an ``each`` step, the results of the items it needs,
       by key;
-    - ``tokens``: model tokens generated for this step so far (backends count them).
+    - ``tokens``: model tokens generated for this step so far (backends count them);
+    - ``substeps``: the step's own parts (model turns, tool calls) as it records them
+      (``critpath.orchestrator.substeps``); they appear in the run's report, timeline
+      and trace.
     """
 
     __slots__ = (
+        "_defer_spans",
         "_emit",
+        "_origin",
         "_partial",
+        "_substeps",
         "attempt",
         "deadline",
         "item",
@@ -102,6 +110,9 @@ class StepContext:
         deadline: float | None,
         resource: str | None,
         emit: Callable[[str, Any, bool], None],
+        *,
+        origin: float = 0.0,
+        defer_spans: bool = False,
     ) -> None:
         self.step = step
         self.name = name
@@ -117,6 +128,20 @@ class StepContext:
         self.tokens = 0
         self._emit = emit
         self._partial: Any = _NONE
+        self._origin = origin
+        self._defer_spans = defer_spans
+        self._substeps: SubSteps | None = None
+
+    @property
+    def substeps(self) -> SubSteps:
+        """This step's sub-steps (made on first use), timed from the run's start."""
+        if self._substeps is None:
+            self._substeps = SubSteps(self._origin, defer_spans=self._defer_spans)
+        return self._substeps
+
+    @property
+    def has_substeps(self) -> bool:
+        return self._substeps is not None and len(self._substeps) > 0
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline (may be negative), or ``None``."""

@@ -686,6 +686,7 @@ class Run:
         rec.ctx = ctx = StepContext(
             node.name, rec.name, rec.item, self.run_id, priority, slack,
             self._deadline_at, node.step.resource, self._emit_partial,
+            origin=self._t0, defer_spans=self._span is not None,
         )  # fmt: skip
         ctx.speculative = rec.speculative
         if rec.item is not None and node.step.kind == _K_EACH:
