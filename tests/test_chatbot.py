@@ -24,9 +24,9 @@ import openai
 import pytest
 
 from critpath.adapters.sim import Fleet, LatencyProfile, SimServer
-from critpath.asgi import AppServer
 from critpath.cascades import DiffOp, apply_revision
 from critpath.errors import ConfigError
+from critpath.serve.asgi import AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

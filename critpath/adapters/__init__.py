@@ -5,10 +5,15 @@
 - ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI.
 - ``vllm_engine``: ``VLLMEngine``, the in-process vLLM engine (optional extra).
 - ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
-- ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``.
-- Wrappers, themselves ``Model``s: ``Pool`` (balance replicas), ``Hedge`` (hedged
-  requests with a budget).
+- ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``;
+  imported on first use (``critpath.adapters.Fleet`` or ``import critpath.adapters.sim``),
+  so a client of a real server never loads the simulator.
+- Wrappers, themselves ``Model``s, built on ``wrapper.WrapperModel``: ``Pool``
+  (balance replicas), ``Hedge`` (hedged requests with a budget).
+- ``logs``: what each ``critpath.*`` logger records (silent by default).
 """
+
+from typing import TYPE_CHECKING
 
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
@@ -24,9 +29,12 @@ from critpath.adapters.protocol import (
     Usage,
     make_request,
 )
-from critpath.adapters.sim import Fleet, SimulatedModel
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock, Timings
+from critpath.adapters.wrapper import WrapperModel
+
+if TYPE_CHECKING:
+    from critpath.adapters.sim import Fleet, SimulatedModel
 
 __all__ = [
     "Chunk",
@@ -52,6 +60,7 @@ __all__ = [
     "Timings",
     "TokenLogprob",
     "Usage",
+    "WrapperModel",
     "complete",
     "make_request",
     "parse_metrics",
@@ -59,9 +68,17 @@ __all__ = [
 ]
 
 
+_SIM_NAMES = frozenset({"Fleet", "SimulatedModel"})
+
+
 def __getattr__(name: str) -> object:
     if name == "VLLMEngine":  # imported lazily: vLLM is an optional extra
         from critpath.adapters.vllm_engine import VLLMEngine
 
         return VLLMEngine
-    raise AttributeError(name)
+    if name in _SIM_NAMES or name == "sim":  # imported lazily: the whole simulator
+        import importlib
+
+        sim = importlib.import_module("critpath.adapters.sim")
+        return sim if name == "sim" else getattr(sim, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
-import uvicorn
-
-from critpath.adapters.sim.server import check_host
-from examples.chatbot.app import create_app
+from critpath.errors import ConfigError
+from critpath.serve.net import check_host
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.chatbot")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback host")
-    args = parser.parse_args()
-    check_host(args.host, args.allow_remote)
-    uvicorn.run(create_app(), host=args.host, port=args.port, log_level="warning")
+    args = parser.parse_args(argv)
+    try:
+        check_host(args.host, args.allow_remote)
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"port must be in 0..65535, got {args.port}")
+        import uvicorn
+
+        from examples.chatbot.app import create_app
+
+        app = create_app()
+    except (ConfigError, ImportError, ValueError) as exc:  # ImportError: no serve extra;
+        # ValueError: a CHATBOT_* variable that is not a number
+        print(f"{parser.prog}: {exc}", file=sys.stderr)
+        return 2
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

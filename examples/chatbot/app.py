@@ -51,12 +51,15 @@ from critpath.adapters import Model, OpenAICompatible, Usage, make_request
 from critpath.adapters.sim import FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.answers import Answer
 from critpath.adapters.sim.wire import APIError, ResponseEncoder, error_body, parse_request
-from critpath.cascades import DraftDelta, Final, Refine, Revision
+from critpath.cascades import DraftDelta, Final, Revision
+from critpath.demo.strategies import DemoStrategy, build_refine, served_name
 from critpath.errors import InvalidRequestError, ModelError
 
 __all__ = ["ChatConfig", "create_app"]
 
-MODEL_NAME = "critpath-refine"
+STRATEGY = DemoStrategy.REFINE
+"""The demo strategy the service answers with (``critpath.demo.strategies``)."""
+MODEL_NAME = served_name(STRATEGY)
 PAGE = Path(__file__).with_name("page.html")
 
 
@@ -151,7 +154,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
     """The chat service (``config``: from the environment when omitted)."""
     cfg = config or ChatConfig.from_env()
     draft, strong, clients = _models(cfg)
-    refine = Refine(draft, strong, name=MODEL_NAME)
+    refine = build_refine([draft, strong], name=MODEL_NAME)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -36,7 +36,6 @@ are imported when an app is built, so ``import critpath`` never needs them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import socket
@@ -44,11 +43,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from critpath._data import recorded_dir
 from critpath.adapters.sim.endpoints import CompletionEndpoint, FleetService, SimulatedReset
 from critpath.adapters.sim.fleet import Fleet
 from critpath.adapters.sim.wire import error_body
 from critpath.errors import ConfigError
+from critpath.serve.net import bind_socket, check_host
 
 if TYPE_CHECKING:
     import uvicorn
@@ -61,30 +60,6 @@ _FAULTS = {"straggler": "straggler_p", "error": "error_p", "reset": "reset_p", "
 
 
 # ---- options ------------------------------------------------------------------------
-
-
-def check_host(host: str, allow_remote: bool = False) -> None:
-    """Refuse (``ConfigError``) a host that is not a loopback address, unless allowed."""
-    if allow_remote or _is_loopback(host):
-        return
-    raise ConfigError(
-        f"refusing to serve on {host!r}: not a loopback address; the simulator serves on "
-        "127.0.0.1 / ::1 / localhost unless remote access is allowed (--allow-remote)"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def parse_faults(spec: str) -> dict[str, float]:
@@ -133,6 +108,8 @@ def build_fleet(
     with ``data`` the recorded ``models`` (all of them by default), with ``faults``
     (from ``parse_faults``) and ``max_num_seqs`` applied to every replica."""
     if data is not None:
+        from critpath.strategies.data import recorded_dir  # the recorded format's lookup
+
         fleet = Fleet.recorded(
             recorded_dir(data),
             models or None,
@@ -271,7 +248,7 @@ class SimServer:
             raise ConfigError(_SERVE_HINT) from exc
         service = FleetService(self.fleet)
         app = _build_app(service)
-        sock = _bind(self.host, self.port)
+        sock = bind_socket(self.host, self.port)
         ready = asyncio.Event()
         grace = self.shutdown_timeout
 
@@ -334,23 +311,6 @@ class SimServer:
 
     def __repr__(self) -> str:
         return f"SimServer({self.url!r}, models={self.fleet.names()!r})"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot serve on {host}:{port}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot serve on {host}:{port}: {exc}") from exc
-    return sock
 
 
 async def serve(
