@@ -284,3 +284,21 @@ def test_turns_and_tool_calls_are_sub_steps_of_the_graph_run(tmp_path: object) -
         assert again.step("answer").substeps == step.substeps
 
     run_virtual(main())
+
+
+def test_bench_agent_compares_the_arms_side_by_side() -> None:
+    import argparse
+
+    from critpath.bench.registry import load
+
+    bench = load("agent")
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    r = bench.execute(parser.parse_args(["--trials", "5", "--sweep-trials", "2",
+                                         "--sweep-sigmas", "0.5", "--sweep-arg-tokens", "5"]))  # fmt: skip
+    assert r["react_ms"] > r["parallel_ms"] >= r["streamed_ms"]
+    assert r["streamed_ms"] == pytest.approx(r["critical_path_ms"])  # virtual time: no overhead
+    assert r["streamed_slower_than_parallel"] == 0
+    assert r["speedup_vs_react"] == pytest.approx(r["react_ms"] / r["streamed_ms"])
+    assert len(r["sweep"]) == 1
+    assert "streamed" in bench.render(r)

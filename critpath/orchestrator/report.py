@@ -187,7 +187,8 @@ class RunReport(BaseModel):
             *self._observed_text(),
             "",
         ]
-        width = max([len(s.name) for s in self.steps] + [4]) + 2
+        subs = [len(sub.name) + 2 for s in self.steps for sub in s.substeps]
+        width = max([len(s.name) for s in self.steps] + subs + [4]) + 2
         head = (
             f"  {'step':<{width}}{'status':<10}{'start ms':>10}{'end ms':>10}{'dur ms':>10}"
             f"{'slack ms':>10}{'queued ms':>10}{'lst ms':>8}  resource"
