@@ -294,8 +294,8 @@ def test_bench_agent_compares_the_arms_side_by_side() -> None:
     bench = load("agent")
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
-    r = bench.execute(parser.parse_args(["--trials", "5", "--sweep-trials", "2",
-                                         "--sweep-sigmas", "0.5", "--sweep-arg-tokens", "5"]))  # fmt: skip
+    argv = ["--trials", "5", "--sweep-trials", "2", "--sweep-sigmas", "0.5"]
+    r = bench.execute(parser.parse_args([*argv, "--sweep-arg-tokens", "5"]))
     assert r["react_ms"] > r["parallel_ms"] >= r["streamed_ms"]
     assert r["streamed_ms"] == pytest.approx(r["critical_path_ms"])  # virtual time: no overhead
     assert r["streamed_slower_than_parallel"] == 0
