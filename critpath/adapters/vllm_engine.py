@@ -9,8 +9,10 @@ the request in the engine (vLLM's ``generate`` aborts on cancellation and on clo
 Tools and typed answers go through guided decoding (``vllm_tools``): a
 ``response_format`` answer follows its schema, a ``NamedTool`` or ``REQUIRED``
 ``tool_choice`` gives tool calls whose arguments follow the tool's schema.
-``compact_json`` (the default) turns off free whitespace in guided JSON (vLLM's
-``disable_any_whitespace``), so random or weak models cannot pad it past ``max_tokens``.
+``from_args(compact_json=True)`` (the default) turns off free whitespace in guided JSON
+(the engine's ``structured_outputs_config.disable_any_whitespace``: vLLM 0.32 reads
+it per engine, not per request), so random or weak models cannot pad it past
+``max_tokens``.
 
 vLLM is imported only when an engine is built: ``import critpath`` never needs it.
 vLLM starts its engine core in a subprocess with the ``spawn`` method, so a script
@@ -68,14 +70,7 @@ class VLLMEngine:
     stops an engine this adapter started.
     """
 
-    def __init__(
-        self,
-        engine: Any,
-        *,
-        name: str | None = None,
-        owns_engine: bool = False,
-        compact_json: bool = True,
-    ) -> None:
+    def __init__(self, engine: Any, *, name: str | None = None, owns_engine: bool = False) -> None:
         self._vllm, _, _, self._output_kind = _import_vllm()
         self.engine = engine
         self._owns = owns_engine
@@ -86,7 +81,6 @@ class VLLMEngine:
         self._name = name or (served if isinstance(served, str) else str(served))
         self.stats = EndpointStats()
         self._tokenizer: Any = None
-        self.compact_json = compact_json
 
     @classmethod
     def from_args(
@@ -94,12 +88,18 @@ class VLLMEngine:
     ) -> VLLMEngine:
         """Start an engine from ``AsyncEngineArgs`` fields (``model=``, ``dtype=``...)."""
         _, engine_args_cls, async_llm, _ = _import_vllm()
+        if compact_json and "structured_outputs_config" not in engine_args:
+            from vllm.config import StructuredOutputsConfig
+
+            engine_args["structured_outputs_config"] = StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            )
         try:
             args = engine_args_cls(**engine_args)
         except TypeError as exc:
             raise ConfigError(f"invalid vLLM engine arguments: {exc}") from exc
         engine = async_llm.from_engine_args(args)
-        return cls(engine, name=name, owns_engine=True, compact_json=compact_json)
+        return cls(engine, name=name, owns_engine=True)
 
     @property
     def name(self) -> str:
@@ -144,7 +144,7 @@ class VLLMEngine:
         if plan is not None:
             try:
                 kwargs["structured_outputs"] = self._vllm.sampling_params.StructuredOutputsParams(
-                    json=plan.schema, disable_any_whitespace=self.compact_json
+                    json=plan.schema
                 )
             except (TypeError, ValueError) as exc:
                 raise BadRequest(f"invalid structured output: {exc}", model=self.name) from exc

@@ -145,14 +145,11 @@ def example_value(schema: Mapping[str, Any], rng: random.Random, *, _root: Any =
 
 
 def _fragments(text: str, tokens: int) -> list[str]:
+    """``text`` in ``tokens`` pieces that join back to it, spread evenly (some empty
+    when there are more tokens than characters): the last piece ends the text."""
     n = max(1, tokens)
-    size, extra = divmod(len(text), n)
-    out, i = [], 0
-    for k in range(n):
-        step = size + (1 if k < extra else 0)
-        out.append(text[i : i + step])
-        i += step
-    return [f for f in out if f] or [text]
+    size = len(text)
+    return [text[k * size // n : (k + 1) * size // n] for k in range(n)]
 
 
 def plan_pieces(turn: Turn, request: ModelRequest) -> list[str | ToolCallDelta]:
