@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 import pytest_asyncio
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from critpath import Graph, StepContext
 from critpath.adapters import complete, make_request
@@ -116,11 +116,13 @@ async def test_bad_request_is_typed(engine: object) -> None:
 
 class Verdict(BaseModel):
     label: Literal["yes", "no", "maybe"]
-    score: int
+    score: Annotated[int, Field(ge=0, le=10)]  # unbounded, random weights never stop
     sure: bool
 
 
-async def set_alarm(hour: int, loud: bool, day: Literal["mon", "tue", "wed"]) -> str:
+async def set_alarm(
+    hour: Annotated[int, Field(ge=0, le=23)], loud: bool, day: Literal["mon", "tue", "wed"]
+) -> str:
     """Set an alarm."""
     return "set"
 
