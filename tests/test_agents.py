@@ -19,7 +19,7 @@ from critpath.adapters.sim.tools import CallTools, PlannedCall, Say, WavesScript
 from critpath.adapters.tools import ToolCallDelta
 from critpath.agents import Agent, AgentStatus, StopReason, Tool, ToolStart, tool
 from critpath.errors import ConfigError, ModelConnectionError
-from critpath.orchestrator.substeps import SubStepKind, SubSteps
+from critpath.orchestrator.substeps import SubStepKind
 
 DELAYS = {"a": 1.0, "b": 0.25, "c": 2.0}
 started: list[tuple[str, float]] = []
@@ -166,12 +166,10 @@ def test_a_failing_stream_cancels_the_tools_it_started() -> None:
             raise ModelConnectionError("lost", model="breaks")
 
     async def main() -> None:
-        subs = SubSteps.standalone()
         agent = Agent(Breaks(), [slow])
         with pytest.raises(ModelConnectionError):
             await agent.run("go")
         assert gate_seen == ["cancelled"]
-        del subs
 
     run_virtual(main())
 

@@ -9,6 +9,7 @@ validation error fed back to the model, while the deadline leaves time for anoth
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -160,6 +161,4 @@ async def complete_valid(model: Model, request: ModelRequest, *, attempts: int =
 
 
 def _now() -> float:
-    import asyncio
-
     return asyncio.get_running_loop().time()
