@@ -1,4 +1,4 @@
-"""The ``critpath`` command: ``demo``, ``bench``, ``report``, ``sim-server``.
+"""The ``critpath`` command: ``demo``, ``bench``, ``report``, ``sim-server``, ``profile``.
 
 ``critpath bench NAME`` runs ``benchmarks/NAME.py`` from the source checkout (or from
 the folder named by ``--dir`` / ``CRITPATH_BENCHMARKS``). A benchmark module defines
@@ -146,6 +146,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             faults=parse_faults(args.faults) if args.faults else None,
             max_num_seqs=args.max_num_seqs,
+            profile=args.profile,
         )
     except ConfigError as exc:
         parser.error(str(exc))
@@ -165,6 +166,16 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
         pass
     print("critpath sim-server: stopped", flush=True)
     return 0
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from critpath.errors import CritpathError
+    from critpath.profile.command import main as profile_main
+
+    try:
+        return profile_main(args)
+    except (CritpathError, OSError) as exc:
+        raise SystemExit(f"critpath profile: {type(exc).__name__}: {exc}") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,7 +238,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--faults", default=None, help="e.g. straggler=0.05,error=0.01,reset=0.01,stall=0.01"
     )
     sim.add_argument("--max-num-seqs", type=int, default=None, help="sequences decoded at once")
+    sim.add_argument(
+        "--profile", default=None, help="serve the model a `critpath profile --out` file measured"
+    )
     sim.set_defaults(func=_cmd_sim_server, parser=sim)
+
+    prof = sub.add_parser(
+        "profile", help="measure a model server's latency shape; write a simulator profile"
+    )
+    from critpath.profile.arguments import add_arguments as _profile_arguments
+
+    _profile_arguments(prof)
+    prof.set_defaults(func=_cmd_profile)
 
     if argv and argv[0] == "bench":
         known, rest = bench.parse_known_args(argv[1:])

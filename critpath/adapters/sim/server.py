@@ -128,11 +128,20 @@ def build_fleet(
     time_scale: float = 1.0,
     faults: dict[str, float] | None = None,
     max_num_seqs: int | None = None,
+    profile: str | Path | None = None,
 ) -> Fleet:
     """The fleet ``critpath sim-server`` serves: synthetic models named by ``sizes``, or
-    with ``data`` the recorded ``models`` (all of them by default), with ``faults``
-    (from ``parse_faults``) and ``max_num_seqs`` applied to every replica."""
-    if data is not None:
+    with ``data`` the recorded ``models`` (all of them by default), or with ``profile``
+    the model a server-profile file measured (``critpath profile --out``; see
+    ``measured``), with ``faults`` (from ``parse_faults``) and ``max_num_seqs`` applied
+    to every replica."""
+    if profile is not None:
+        from critpath.adapters.sim.measured import measured_fleet
+
+        if data is not None or models:
+            raise ConfigError("a measured profile serves its own model: give it without data")
+        fleet = measured_fleet(profile, replicas=replicas, seed=seed, time_scale=time_scale)
+    elif data is not None:
         fleet = Fleet.recorded(
             recorded_dir(data),
             models or None,
