@@ -36,8 +36,9 @@ __all__ = ["CellResult", "Sample", "ServerProfile"]
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One request: seconds from its start (``None`` where it never got there), the
-    tokens the server counted, and the error type's name if it failed."""
+    """One request: its start (seconds from the start of its cell, or of its slice of
+    the cell), its durations (``None`` where it never got there), the tokens the server
+    counted, and the error type's name if it failed."""
 
     start: float
     e2e: float
@@ -84,6 +85,34 @@ class CellResult:
     counters: dict[str, float] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
     complete: bool = True
+
+    @classmethod
+    def merge(cls, spec: CellSpec, parts: Sequence[CellResult]) -> CellResult:
+        """One cell from slices of it run at different times: samples in order, wall
+        times and counters added, gauge peaks kept (mean running weighted)."""
+        counters: dict[str, float] = {}
+        for part in parts:
+            for k, v in part.counters.items():
+                counters[k] = counters.get(k, 0.0) + v
+        gauges: dict[str, float] = {}
+        sampled = [p.gauges for p in parts if p.gauges.get("samples")]
+        if sampled:
+            n = math.fsum(g["samples"] for g in sampled)
+            gauges["samples"] = n
+            gauges["mean_running"] = math.fsum(g["mean_running"] * g["samples"]
+                                               for g in sampled) / n  # fmt: skip
+            for k in ("max_running", "max_waiting", "saturated_running", "max_kv_usage"):
+                values = [g[k] for g in sampled if k in g]
+                if values:
+                    gauges[k] = max(values)
+        return cls(
+            spec=spec,
+            samples=tuple(s for p in parts for s in p.samples),
+            wall_s=math.fsum(p.wall_s for p in parts),
+            counters=counters,
+            gauges=gauges,
+            complete=all(p.complete for p in parts),
+        )
 
     @property
     def ok(self) -> list[Sample]:

@@ -1,7 +1,8 @@
 """Fit a simulator ``LatencyProfile`` to measured cells.
 
 The simulated model (``critpath.adapters.sim.model``) takes, per request,
-TTFT = (queue_s + prefill_per_token_s * prompt tokens) x a log-normal draw, and per
+TTFT = (queue_s + prefill_per_token_s * prompt tokens) x a log-normal draw x
+(1 + ttft_batch_slowdown x (running - 1)), and per
 output token tpot_s x (1 + batch_slowdown x (running - 1)) x a per-token and a
 per-request log-normal draw, with at most ``max_num_seqs`` requests running and the
 rest queued. The fit reads each term off the cells that isolate it:
@@ -16,7 +17,9 @@ rest queued. The fit reads each term off the cells that isolate it:
 - ``max_num_seqs``: the most requests the server ran while others waited
   (``/metrics``), when it was ever seen full; else the simulator's default;
 - ``batch_slowdown``: a line through the origin of TPOT(c) / TPOT(1) - 1 against the
-  running requests, min(c, max_num_seqs) - 1, over the concurrency cells.
+  running requests, min(c, max_num_seqs) - 1, over the concurrency cells;
+  ``ttft_batch_slowdown`` the same for TTFT, over the cells that never queue
+  (c <= max_num_seqs).
 
 Cells of the prefix and text phases are left out (the simulator has no prefix cache
 and no speculative decoding).
@@ -88,6 +91,17 @@ def fit_latency_profile(cells: Sequence[CellResult]) -> tuple[LatencyProfile, di
         num += (c.quantile("tpot", 0.5) / base_tpot - 1.0) * n
         den += n * n
     slowdown = max(0.0, num / den) if den else 0.0
+    base_ttft = one.quantile("ttft", 0.5) if one is not None else math.nan
+    num = den = 0.0
+    for c in usable:
+        if c.spec.phase is not Phase.CONCURRENCY or not 2 <= c.spec.concurrency <= seqs:
+            continue
+        if not c.values("ttft") or not base_ttft > 0:
+            continue
+        n = c.spec.concurrency - 1
+        num += (c.quantile("ttft", 0.5) / base_ttft - 1.0) * n
+        den += n * n
+    ttft_slowdown = max(0.0, num / den) if den else 0.0
 
     profile = LatencyProfile(
         queue_s=queue,
@@ -97,6 +111,7 @@ def fit_latency_profile(cells: Sequence[CellResult]) -> tuple[LatencyProfile, di
         tpot_sigma=tpot_sigma,
         tpot_request_sigma=request_sigma,
         batch_slowdown=slowdown,
+        ttft_batch_slowdown=ttft_slowdown,
         max_num_seqs=seqs,
     )
     terms = {
@@ -107,6 +122,7 @@ def fit_latency_profile(cells: Sequence[CellResult]) -> tuple[LatencyProfile, di
         "tpot_sigma": tpot_sigma,
         "tpot_request_sigma": request_sigma,
         "batch_slowdown": slowdown,
+        "ttft_batch_slowdown": ttft_slowdown,
         "max_num_seqs": float(seqs),
         "max_num_seqs_observed": 1.0 if seen_full else 0.0,
     }

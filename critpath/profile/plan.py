@@ -87,11 +87,15 @@ class ProfilePlan:
     """The measurements and their bounds.
 
     ``requests``: per cell at concurrency 1; a cell at concurrency ``c`` sends
-    ``max(requests, 4 * c)``. ``max_requests`` / ``max_seconds``: the whole profile
-    stops sending when either runs out (the cells not finished are marked so).
+    ``max(requests, 4 * c)`` (both times ``repeat``). ``max_requests`` /
+    ``max_seconds``: the whole profile stops sending when either runs out (the cells
+    not finished are marked so).
     ``prefix_tokens``: length of the shared prefix (0: no prefix phase), measured in
     ``prefix_groups`` groups of one cold and ``prefix_warm`` warm requests.
-    ``texts``: measure repetitive against random text.
+    ``texts``: measure repetitive against random text. ``rounds``: the plan runs in
+    this many rounds, each with a slice of every cell (``runner``). ``repeat``:
+    every cell that many times over, in as many times the rounds (each slice as long as
+    with 1; what a replay against the simulator uses to estimate its quantiles well).
     """
 
     prompt_tokens: tuple[int, ...] = (16, 128, 384)
@@ -104,6 +108,8 @@ class ProfilePlan:
     prefix_groups: int = 3
     prefix_warm: int = 3
     texts: bool = False
+    rounds: int = 4
+    repeat: int = 1
     max_requests: int = 600
     max_seconds: float = 300.0
     seed: int = 0
@@ -115,7 +121,8 @@ class ProfilePlan:
             values = getattr(self, name)
             if any(v < 1 for v in values):
                 raise ConfigError(f"ProfilePlan.{name} must all be >= 1")
-        for name in ("base_prompt", "base_output", "requests", "prefix_groups", "max_requests"):
+        for name in ("base_prompt", "base_output", "requests", "prefix_groups", "max_requests",
+                     "rounds", "repeat"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ConfigError(f"ProfilePlan.{name} must be >= 1")
         if self.prefix_tokens < 0 or self.prefix_warm < 1:
@@ -128,14 +135,16 @@ class ProfilePlan:
     def cells(self) -> list[CellSpec]:
         """The cells, in the order they run (prefix cells excluded: see ``prefix``)."""
         out: list[CellSpec] = []
-        n = self.requests
+        n, k = self.requests * self.repeat, self.repeat
         if Phase.PROMPT in self.phases:
             out += [CellSpec(Phase.PROMPT, p, self.base_output, 1, n) for p in self.prompt_tokens]
         if Phase.OUTPUT in self.phases:
             out += [CellSpec(Phase.OUTPUT, self.base_prompt, o, 1, n) for o in self.output_tokens]
         if Phase.CONCURRENCY in self.phases:
             out += [
-                CellSpec(Phase.CONCURRENCY, self.base_prompt, self.base_output, c, max(n, 4 * c))
+                CellSpec(
+                    Phase.CONCURRENCY, self.base_prompt, self.base_output, c, max(n, 4 * c * k)
+                )
                 for c in self.concurrency
             ]
         if self.texts:
@@ -144,6 +153,11 @@ class ProfilePlan:
                 for kind in (TextKind.RANDOM, TextKind.REPETITIVE)
             ]
         return out
+
+    @property
+    def slices(self) -> int:
+        """Rounds the plan runs in (``rounds`` x ``repeat``)."""
+        return self.rounds * self.repeat
 
     def prefix_cells(self) -> tuple[CellSpec, CellSpec] | None:
         """The cold and warm cells of the prefix phase (``None`` without one)."""

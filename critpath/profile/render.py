@@ -66,7 +66,8 @@ def render(profile: ServerProfile) -> str:
         "fitted simulator profile (critpath sim-server --profile FILE):",
         f"  TTFT = {f.get('queue_s', 0) * 1000:.2f} ms + "
         f"{f.get('prefill_per_token_s', 0) * 1e6:.2f} us x prompt tokens "
-        f"(spread sigma {f.get('ttft_sigma', 0):.2f})",
+        f"(spread sigma {f.get('ttft_sigma', 0):.2f}), +"
+        f"{f.get('ttft_batch_slowdown', 0):.1%} per other running sequence",
         f"  TPOT p50 {f.get('tpot_p50_s', 0) * 1000:.2f} ms at one sequence, +"
         f"{f.get('batch_slowdown', 0):.1%} per extra running sequence",
         f"  max_num_seqs {f.get('max_num_seqs', 0):.0f} "

@@ -10,6 +10,11 @@ Bounds: at most ``plan.max_requests`` requests, none sent after ``plan.max_secon
 one still in flight then gets 10 more seconds. A failed request is recorded with its
 error type and the profile goes on; a server that fails the calibration requests
 stops it with that error.
+
+Load from elsewhere on the machine comes in bursts; so that it falls on every cell
+alike, the plan runs in ``plan.slices`` rounds, each with a slice of every cell: the
+concurrency-1 cells of the sweeps interleaved (a request of each in turn), then the
+others one after another (a cell's counters and gauges add up over its slices).
 """
 
 from __future__ import annotations
@@ -30,12 +35,13 @@ from critpath.estimates import percentile
 from critpath.profile.document import CellResult, Sample, ServerProfile
 from critpath.profile.fit import fit_latency_profile
 from critpath.profile.metrics import GaugeSampler, counter_deltas, is_vllm, read_metrics
-from critpath.profile.plan import CellSpec, ProfilePlan
+from critpath.profile.plan import CellSpec, Phase, ProfilePlan
 from critpath.profile.prompts import PromptMaker, TokenScale
 
 __all__ = ["Profiler", "profile_server"]
 
 _GRACE_S = 10.0
+_INTERLEAVED = (Phase.PROMPT, Phase.OUTPUT, Phase.CONCURRENCY)
 
 
 class _Budget:
@@ -112,11 +118,24 @@ class Profiler:
             scale = await run.calibrate()
             prompts = PromptMaker(plan.seed, scale, self.nonce)
             cells: list[CellResult] = []
-            for spec in plan.cells():
-                if budget.stopped:
-                    break
-                texts = [prompts.text(spec.prompt_tokens, spec.text) for _ in range(spec.requests)]
-                cells.append(await run.cell(spec, texts))
+            specs = plan.cells()
+            texts = {s: [prompts.text(s.prompt_tokens, s.text) for _ in range(s.requests)]
+                     for s in specs}  # fmt: skip
+            single = [s for s in specs if s.phase in _INTERLEAVED and s.concurrency == 1]
+            rest = [s for s in specs if s not in single]
+            parts: dict[CellSpec, list[CellResult]] = {s: [] for s in specs}
+            n = plan.slices
+            for r in range(n):
+                if single and not budget.stopped:
+                    got = await run.interleaved(single, [texts[s][r::n] for s in single])
+                    for part in got:
+                        parts[part.spec].append(part)
+                for spec in rest:
+                    chunk = texts[spec][r::n]
+                    if chunk and not budget.stopped:
+                        parts[spec].append(await run.cell(spec, chunk))
+            cells += [CellResult.merge(spec, got) for spec, got in parts.items() if got]
+            cells.sort(key=lambda c: specs.index(c.spec))
             pre = plan.prefix_cells()
             if pre is not None and not budget.stopped:
                 cold, warm = pre
@@ -201,6 +220,28 @@ class _Run:
             itl_p50=percentile(gaps, 0.5) if gaps else None,
             itl_p90=percentile(gaps, 0.9) if gaps else None,
         )
+
+    async def interleaved(
+        self, specs: Sequence[CellSpec], texts: Sequence[Sequence[str]]
+    ) -> list[CellResult]:
+        """Concurrency-1 cells in rounds, one request of each in turn, so that a burst of
+        load on the server (or the machine) falls on every cell alike. Their counters
+        are not kept apart (the rounds mix them); a cell's wall time is the sum of its
+        requests' times."""
+        samples: list[list[Sample]] = [[] for _ in specs]
+        t0 = now()
+        for i in range(max(len(t) for t in texts)):
+            for k, spec in enumerate(specs):
+                if i >= len(texts[k]) or not self.budget.take():
+                    continue
+                samples[k].append(await self.one(texts[k][i], spec.output_tokens, t0))
+                if self.owner.on_request is not None:
+                    self.owner.on_request()
+        return [
+            CellResult(spec=spec, samples=tuple(got), wall_s=math.fsum(s.e2e for s in got),
+                       complete=len(got) == len(texts[k]))
+            for k, (spec, got) in enumerate(zip(specs, samples, strict=True))
+        ]  # fmt: skip
 
     async def cell(self, spec: CellSpec, texts: Sequence[str]) -> CellResult:
         """Run one cell: ``spec.concurrency`` closed-loop clients share ``texts``."""

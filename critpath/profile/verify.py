@@ -78,11 +78,12 @@ class Verification:
 
 async def replay(profile: ServerProfile, *, seed: int = 0, repeat: int = 5) -> ServerProfile:
     """Profile the simulator calibrated from ``profile`` with the same plan (minus the
-    prefix and text phases), ``repeat`` times as many requests per cell so that the
+    prefix and text phases), ``repeat`` times as many requests per cell (in as many
+    more rounds, so that each round is as long as measured) so that the
     simulated quantiles are the model's, not the noise of a few draws. Run it on a
     virtual-time loop (``verify`` does)."""
     plan = profile.plan.without_server_features()
-    plan = replace(plan, requests=plan.requests * repeat, max_requests=10**7,
+    plan = replace(plan, repeat=plan.repeat * repeat, max_requests=10**7,
                    max_seconds=max(plan.max_seconds, 1e6))  # fmt: skip
     fleet = measured_fleet(profile.measured_model(), seed=seed)
     async with SimServer(fleet) as server:

@@ -193,6 +193,9 @@ class SimulatedModel:
                 due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prompt_tokens) * (
                     rng.lognormvariate(0.0, p.ttft_sigma)
                 )
+                if p.ttft_batch_slowdown:  # prefill shares its steps with the others' decoding
+                    others = self.scheduler.running - 1
+                    due += (due - loop.time()) * p.ttft_batch_slowdown * others
                 await _sleep_until(loop, due)
                 if error:
                     raise ServerError("simulated server error", model=self._name, status=500)

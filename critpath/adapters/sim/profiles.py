@@ -60,6 +60,9 @@ class LatencyProfile:
       changes); 0 by default, set by profiles fitted to a measured server;
     - ``batch_slowdown``: each extra running sequence adds this fraction to TPOT
       (continuous batching: load raises latency);
+    - ``ttft_batch_slowdown``: each other running sequence adds this fraction to TTFT
+      (a prefill shares its steps with their decoding); 0 by default, set by profiles
+      fitted to a measured server;
     - ``max_num_seqs``: sequences decoded at once; more requests wait in a queue
       ordered by priority, then arrival (vLLM's priority scheduling);
     - ``straggler_p`` / ``straggler_x``: probability that a request is a straggler,
@@ -75,6 +78,7 @@ class LatencyProfile:
     tpot_sigma: float
     tpot_request_sigma: float = 0.0
     batch_slowdown: float = 0.04
+    ttft_batch_slowdown: float = 0.0
     max_num_seqs: int = 64
     straggler_p: float = 0.0
     straggler_x: float = 10.0
@@ -84,7 +88,7 @@ class LatencyProfile:
 
     def __post_init__(self) -> None:
         for name in ("queue_s", "prefill_per_token_s", "ttft_sigma", "tpot_s", "tpot_sigma",
-                     "tpot_request_sigma", "batch_slowdown"):  # fmt: skip
+                     "tpot_request_sigma", "batch_slowdown", "ttft_batch_slowdown"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"LatencyProfile.{name} must be >= 0")
         if self.max_num_seqs < 1:
