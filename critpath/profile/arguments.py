@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--phases", default="prompt,output,concurrency",
         help="which sweeps: prompt, output, concurrency (comma-separated)",
     )  # fmt: skip
+    p.add_argument("--rounds", type=int, default=4,
+                   help="run the plan in this many rounds (spreads bursts of load)")  # fmt: skip
     p.add_argument("--max-requests", type=int, default=600, help="at most this many requests")
     p.add_argument("--max-seconds", type=float, default=300.0, help="send none after this")
     p.add_argument("--temperature", type=float, default=0.0)

@@ -42,6 +42,7 @@ def plan_from_args(args: argparse.Namespace) -> ProfilePlan:
         requests=args.requests,
         prefix_tokens=args.prefix_tokens,
         texts=args.texts,
+        rounds=args.rounds,
         phases=phases,
         max_requests=args.max_requests,
         max_seconds=args.max_seconds,

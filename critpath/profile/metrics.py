@@ -101,7 +101,7 @@ class GaugeSampler:
         client: httpx.AsyncClient,
         root: str,
         model: str,
-        interval: float = 0.25,
+        interval: float = 0.1,
         *,
         enabled: bool = True,
     ) -> None:
@@ -129,6 +129,7 @@ class GaugeSampler:
                 await self._task
 
     async def _poll(self) -> None:
+        await asyncio.sleep(self.interval / 5)  # let the cell's first requests arrive
         while True:
             m = await read_metrics(self._client, self._root, self._model, self.interval * 4)
             if m is None or _RUNNING not in m:

@@ -85,7 +85,7 @@ class Profiler:
         api_key_env: str | None = None,
         on_request: Callable[[], None] | None = None,
         nonce: str | None = None,
-        sample_interval: float = 0.25,
+        sample_interval: float = 0.1,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
