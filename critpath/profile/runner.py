@@ -3,7 +3,10 @@
 Requests go to ``/v1/completions`` through critpath's own OpenAI-compatible adapter
 (streamed, no retries, greedy by default), so the timings are what a critpath
 application would see. Against vLLM (recognised by its ``/metrics``) requests carry
-``ignore_eos`` so that every answer is exactly as long as asked. Each cell reads the
+``ignore_eos``, so that every answer is exactly as long as asked, and ask for the
+chosen token's logprob, so that every token is timed when it arrives, even one whose
+text vLLM holds back (an incomplete UTF-8 sequence streams as an empty delta, which
+random-weight models emit often). Each cell reads the
 server's counters before and after and samples its gauges while it runs.
 
 Bounds: at most ``plan.max_requests`` requests, none sent after ``plan.max_seconds``;
@@ -176,6 +179,7 @@ class _Run:
     ) -> None:
         self.owner, self.llm, self.client, self.budget = owner, llm, client, budget
         self.extra: dict[str, object] = {"ignore_eos": True} if vllm else {}
+        self.logprobs = vllm
         self.has_metrics = has_metrics
 
     async def calibrate(self) -> TokenScale:
@@ -201,7 +205,7 @@ class _Run:
 
     async def one(self, text: str, output_tokens: int, t0: float) -> Sample:
         start = now()
-        req = make_request(prompt=text, max_tokens=output_tokens,
+        req = make_request(prompt=text, max_tokens=output_tokens, logprobs=self.logprobs,
                            temperature=self.owner.plan.temperature, extra_body=self.extra,
                            timeout=self.budget.timeout())  # fmt: skip
         try:
