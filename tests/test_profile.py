@@ -189,7 +189,7 @@ def test_the_commands_profile_a_sim_server_serving_a_profile(
         done = subprocess.run(
             [sys.executable, "-m", "critpath.cli", "profile", "--base-url", base_url,
              "--model", "tiny", "--prompt-tokens", "16,128", "--output-tokens", "16",
-             "--concurrency", "1,4", "--requests", "4", "--rounds", "1", "--max-requests", "60",
+             "--concurrency", "1,4", "--requests", "16", "--rounds", "1", "--max-requests", "90",
              "--max-seconds", "30", "--out", str(out), "--plot", str(plot), "--json"],
             capture_output=True, text=True, timeout=90,
         )  # fmt: skip

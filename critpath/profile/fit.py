@@ -14,8 +14,8 @@ rest queued. The fit reads each term off the cells that isolate it:
 - TPOT: the per-token spread from each request's inter-token gaps (p90 / p50), the
   per-request spread from the pooled TPOT ratios, and ``tpot_s`` from the median TPOT,
   corrected for the mean of the per-token draw;
-- ``max_num_seqs``: the most requests the server ran while others waited
-  (``/metrics``), when it was ever seen full; else the simulator's default;
+- ``max_num_seqs``: the most requests the server ran in the cells where requests
+  waited (``/metrics``), when it was ever seen full; else the simulator's default;
 - ``batch_slowdown``: a line through the origin of TPOT(c) / TPOT(1) - 1 against the
   running requests, min(c, max_num_seqs) - 1, over the concurrency cells;
   ``ttft_batch_slowdown`` the same for TTFT, over the cells that never queue
@@ -75,9 +75,10 @@ def fit_latency_profile(cells: Sequence[CellResult]) -> tuple[LatencyProfile, di
     tpot_s = tpot_p50 / math.exp(tpot_sigma**2 / 2)
 
     # Slots and the slowdown of a batch.
-    full = [c.gauges.get("saturated_running", 0.0) for c in cells]
-    seen_full = max(full, default=0.0) >= 1
-    seqs = max(1, round(max(full))) if seen_full else _DEFAULT_SEQS
+    queued = [c.gauges for c in cells if c.gauges.get("max_waiting", 0.0) >= 1]
+    seen_full = any(g.get("max_running", 0.0) >= 1 for g in queued)
+    seqs = max(1, round(max(g.get("max_running", 0.0) for g in queued))) if seen_full \
+        else _DEFAULT_SEQS  # fmt: skip
     one = next((c for c in usable if c.spec.phase is Phase.CONCURRENCY
                 and c.spec.concurrency == 1 and c.values("tpot")), None)  # fmt: skip
     base_tpot = one.quantile("tpot", 0.5) if one is not None else tpot_p50

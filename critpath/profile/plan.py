@@ -86,8 +86,9 @@ def _int(v: object) -> int:
 class ProfilePlan:
     """The measurements and their bounds.
 
-    ``requests``: per cell at concurrency 1; a cell at concurrency ``c`` sends
-    ``max(requests, 4 * c)`` (both times ``repeat``). ``max_requests`` /
+    ``requests``: per cell at concurrency 1 (times ``repeat``); a cell at concurrency
+    ``c`` sends at least three waves of ``c`` requests in each round, so that most of
+    its requests arrive at a server in its steady state, not in a burst. ``max_requests`` /
     ``max_seconds``: the whole profile stops sending when either runs out (the cells
     not finished are marked so).
     ``prefix_tokens``: length of the shared prefix (0: no prefix phase), measured in
@@ -135,7 +136,7 @@ class ProfilePlan:
     def cells(self) -> list[CellSpec]:
         """The cells, in the order they run (prefix cells excluded: see ``prefix``)."""
         out: list[CellSpec] = []
-        n, k = self.requests * self.repeat, self.repeat
+        n = self.requests * self.repeat
         if Phase.PROMPT in self.phases:
             out += [CellSpec(Phase.PROMPT, p, self.base_output, 1, n) for p in self.prompt_tokens]
         if Phase.OUTPUT in self.phases:
@@ -143,7 +144,8 @@ class ProfilePlan:
         if Phase.CONCURRENCY in self.phases:
             out += [
                 CellSpec(
-                    Phase.CONCURRENCY, self.base_prompt, self.base_output, c, max(n, 4 * c * k)
+                    Phase.CONCURRENCY, self.base_prompt, self.base_output, c,
+                    max(n, 3 * c * self.slices),
                 )
                 for c in self.concurrency
             ]
