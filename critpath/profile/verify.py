@@ -115,7 +115,10 @@ def compare(
     return rows
 
 
-def verify(profile: ServerProfile, *, tolerance: float = 0.15, seed: int = 0) -> Verification:
-    """Replay ``profile`` against its simulator (virtual time) and compare (see above)."""
-    simulated = run_virtual(replay(profile, seed=seed))
+def verify(
+    profile: ServerProfile, *, tolerance: float = 0.15, seed: int = 0, repeat: int = 5
+) -> Verification:
+    """Replay ``profile`` against its simulator (virtual time; ``repeat``: see
+    ``replay``) and compare (see above)."""
+    simulated = run_virtual(replay(profile, seed=seed, repeat=repeat))
     return Verification(tuple(compare(profile, simulated)), tolerance, simulated)

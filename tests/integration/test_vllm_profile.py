@@ -44,7 +44,8 @@ def test_a_short_profile_of_a_real_server(profile: ServerProfile) -> None:
 
 def test_the_servers_metrics_are_read_beside_the_timings(profile: ServerProfile) -> None:
     conc = {c.spec.concurrency: c for c in profile.by_phase(Phase.CONCURRENCY)}
-    assert all(c.counters.get("prefix_cache_queries", 0) > 0 for c in conc.values())
+    # (Concurrency-1 cells run interleaved with the sweeps': their counters are mixed.)
+    assert all(c.counters.get("prefix_cache_queries", 0) > 0 for k, c in conc.items() if k > 1)
     # --max-num-seqs 2: never more than two running; at four clients the rest wait.
     assert max(c.gauges.get("max_running", 0) for c in conc.values()) <= 2
     assert conc[4].gauges.get("max_waiting", 0) >= 1
@@ -68,5 +69,5 @@ def test_the_real_profile_feeds_the_simulator(profile: ServerProfile, tmp_path: 
     stats = ServerProfile.load(path).endpoint_stats()
     assert stats.ttft.count >= PLAN.requests
     # The comparison runs (its figures on this shared CPU are in docs/BENCHMARKS.md).
-    result = verify(profile)
+    result = verify(profile, repeat=2)
     assert {r.metric for r in result.rows} == {"ttft", "tpot"}
