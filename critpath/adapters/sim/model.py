@@ -198,6 +198,8 @@ class SimulatedModel:
             step = current_step()
             priority = step.priority if step is not None else 0
         scale = self.time_scale * slow
+        token_scale = scale * (rng.lognormvariate(0.0, p.tpot_request_sigma)
+                               if p.tpot_request_sigma else 1.0)  # fmt: skip
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -215,6 +217,9 @@ class SimulatedModel:
                 due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prefill) * (
                     rng.lognormvariate(0.0, p.ttft_sigma)
                 )
+                if p.ttft_batch_slowdown:  # prefill shares its steps with the others' decoding
+                    others = self.scheduler.running - 1
+                    due += (due - loop.time()) * p.ttft_batch_slowdown * others
                 await _sleep_until(loop, due)
                 if error:
                     raise ServerError("simulated server error", model=self._name, status=500)
@@ -223,7 +228,7 @@ class SimulatedModel:
                 for i, piece in enumerate(pieces):
                     if i:
                         load = 1.0 + p.batch_slowdown * (self.scheduler.running - 1)
-                        due += scale * p.tpot_s * load * rng.lognormvariate(0.0, p.tpot_sigma)
+                        due += token_scale * p.tpot_s * load * rng.lognormvariate(0.0, p.tpot_sigma)
                     if i == reset_at:
                         await _sleep_until(loop, due)
                         raise ModelConnectionError("simulated connection reset", model=self._name)

@@ -119,12 +119,21 @@ def build_fleet(
     faults: dict[str, float] | None = None,
     max_num_seqs: int | None = None,
     prefix_cache_blocks: int | None = None,
+    profile: str | Path | None = None,
 ) -> Fleet:
     """The fleet ``critpath sim-server`` serves: synthetic models named by ``sizes``, or
-    with ``data`` the recorded ``models`` (all of them by default), with ``faults``
-    (from ``parse_faults``) and ``max_num_seqs`` applied to every replica, and with
-    ``prefix_cache_blocks`` a prefix cache of that many blocks on each replica."""
-    if data is not None:
+    with ``data`` the recorded ``models`` (all of them by default), or with ``profile``
+    the model a server-profile file measured (``critpath profile --out``; see
+    ``measured``), with ``faults`` (from ``parse_faults``) and ``max_num_seqs`` applied
+    to every replica, and with ``prefix_cache_blocks`` a prefix cache of that many
+    blocks on each replica."""
+    if profile is not None:
+        from critpath.adapters.sim.measured import measured_fleet
+
+        if data is not None or models:
+            raise ConfigError("a measured profile serves its own model: give it without data")
+        fleet = measured_fleet(profile, replicas=replicas, seed=seed, time_scale=time_scale)
+    elif data is not None:
         from critpath.strategies.data import recorded_dir  # the recorded format's lookup
 
         fleet = Fleet.recorded(
