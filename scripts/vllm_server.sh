@@ -13,7 +13,8 @@
 # PRESET picks the serving flags (docs/SERVING.md says why each serves its goal):
 #   default          what CI and the integration tests use: --max-num-seqs 2 (a queue
 #                    on this tiny machine, so priority scheduling shows), priority
-#                    scheduling, tool calling (hermes parser)
+#                    scheduling, tool calling (hermes parser), compact JSON for
+#                    typed answers (no free whitespace in structured outputs)
 #   low-ttft         many sequences (no queue), a large prefill budget per step,
 #                    prefix caching on, priority scheduling
 #   low-itl          few sequences, a small token budget per step (chunked prefill
@@ -30,12 +31,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 # The tool-calling flags: the tiny model's chat template ignores tools, so its answers
 # are never parsed as calls, but the server starts and answers requests that carry tools.
 tools=(--enable-auto-tool-choice --tool-call-parser hermes)
+# Typed answers: random weights pad JSON with whitespace until max_tokens unless the
+# grammar forbids free whitespace.
+compact=(--structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}')
 ngram=(--speculative-config '{"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3}')
 presets="default low-ttft low-itl throughput batch1 batch4 batch16 no-prefix-cache spec-ngram"
 # Sets the array `flags` to PRESET's flags; fails on an unknown preset.
 preset_flags() {
   case "$1" in
-  default)         flags=(--max-num-seqs 2 --scheduling-policy priority "${tools[@]}") ;;
+  default)         flags=(--max-num-seqs 2 --scheduling-policy priority "${tools[@]}"
+                          "${compact[@]}") ;;
   low-ttft)        flags=(--max-num-seqs 16 --max-num-batched-tokens 2048 --enable-prefix-caching
                           --scheduling-policy priority "${tools[@]}") ;;
   low-itl)         flags=(--max-num-seqs 4 --max-num-batched-tokens 512 "${ngram[@]}" "${tools[@]}") ;;
