@@ -22,6 +22,12 @@ server reported (running + waiting, other clients' requests included) plus the
 requests this pool has sent it since; a replica that reports nothing (or whose probe
 failed) is judged by the pool's own count.
 
+Several processes: this is the multi-process mode. Pools in many processes (or
+machines) in front of the same servers each run ``watch``; every one then sees the
+requests all the others sent (the servers count them), so together they balance as
+one, with an error bounded by what the processes sent in the last ``interval``. No
+shared store is needed (docs/DEPLOYMENT.md).
+
 ``pool.acquire()`` is the picking step on its own, for wrappers that place copies of
 a request themselves (``Hedge``): it returns a ``Lease`` that counts until released.
 """

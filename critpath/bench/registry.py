@@ -7,7 +7,7 @@ this package: nothing is looked up on disk, so no path, relative or absolute, an
 other ``benchmarks`` package on ``sys.path`` is ever run.
 
 >>> names()
-['adapter', 'adaptive', 'cache', 'cascade', 'hedge', 'priority', 'runtime', 'speculation']
+['adapter', 'adaptive', 'cache', 'cascade', 'hedge', 'priority', 'runtime', 'scale', 'speculation']
 >>> load("../runtime")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -36,6 +36,7 @@ BENCHMARKS: Mapping[str, str] = MappingProxyType({
     "hedge": "critpath.bench.hedge",
     "priority": "critpath.bench.priority",
     "runtime": "critpath.bench.runtime",
+    "scale": "critpath.bench.scale",
     "speculation": "critpath.bench.speculation",
 })  # fmt: skip
 """Benchmark name -> the module (in this package) that implements it."""
