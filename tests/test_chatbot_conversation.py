@@ -143,6 +143,14 @@ async def test_a_session_is_a_conversation_and_no_session_a_single_turn() -> Non
         assert r.status_code == 400
 
 
+async def test_the_embedded_fleet_with_several_replicas_holds_a_conversation() -> None:
+    app = create_app(ChatConfig(time_scale=0.05, sim_replicas=3))
+    async with AppServer(app) as server, httpx.AsyncClient(base_url=server.url) as client:
+        await ask(client, "Why does my deploy fail?", "embedded-replicas")
+        second = await ask(client, "And the rollback?", "embedded-replicas")
+    assert "Following up on Why does my deploy fail (turn 2)" in second["text"]
+
+
 async def test_the_history_is_bounded_and_a_stopped_turn_is_not_kept() -> None:
     config = ChatConfig(time_scale=0.05, history_turns=1)
     async with chat_server(config) as server, httpx.AsyncClient(base_url=server.url) as client:

@@ -27,7 +27,7 @@ Configuration (environment variables):
   ``http://127.0.0.1:8000/v1``), or several replicas separated by commas (each model
   is then a ``Pool(strategy="prefix")`` over them: a conversation's turns go to the
   replica holding its prefix in its KV cache); unset: the embedded simulated fleet, in
-  process (``CHATBOT_REPLICAS``, default 1, replicas of each model, with prefix caches).
+  process (``CHATBOT_SIM_REPLICAS``, default 1, replicas of each model, with prefix caches).
 - ``CHATBOT_DRAFT_MODEL`` / ``CHATBOT_STRONG_MODEL``: served model names (default
   ``small`` / ``large``, the simulated fleet's).
 - ``CHATBOT_API_KEY_ENV``: the name of the variable holding the server's API key.
@@ -93,7 +93,7 @@ class ChatConfig:
     max_tokens: int = 256
     time_scale: float = 1.0
     slo: float | None = 30.0
-    replicas: int = 1
+    sim_replicas: int = 1
     sessions: int = 1000
     history_turns: int = 20
     history_chars: int = 16_000
@@ -111,7 +111,7 @@ class ChatConfig:
             max_tokens=int(e.get("CHATBOT_MAX_TOKENS", "256")),
             time_scale=float(e.get("CHATBOT_TIME_SCALE", "1.0")),
             slo=float(e.get("CHATBOT_SLO", "30")) if e.get("CHATBOT_SLO", "30") else None,
-            replicas=int(e.get("CHATBOT_REPLICAS", "1")),
+            sim_replicas=int(e.get("CHATBOT_SIM_REPLICAS", "1")),
             sessions=int(e.get("CHATBOT_SESSIONS", "1000")),
             history_turns=int(e.get("CHATBOT_HISTORY_TURNS", "20")),
             history_chars=int(e.get("CHATBOT_HISTORY_CHARS", "16000")),
@@ -156,21 +156,21 @@ def _models(config: ChatConfig) -> tuple[Model, Model, list[OpenAICompatible]]:
         draft = _replicated(list(drafts), config.draft_model)
         strong = _replicated(list(strongs), config.strong_model)
         return draft, strong, drafts + strongs
-    if config.replicas < 1:
-        raise ValueError(f"CHATBOT_REPLICAS must be >= 1, got {config.replicas}")
+    if config.sim_replicas < 1:
+        raise ValueError(f"CHATBOT_SIM_REPLICAS must be >= 1, got {config.sim_replicas}")
     answers = FunctionAnswers(_simulated_answer)
-    caches = config.replicas > 1  # what prefix-aware routing is for
+    caches = config.sim_replicas > 1  # what prefix-aware routing is for
     draft_sims: list[Model] = [
         SimulatedModel("small", profile="local-8b", answers=answers, replica=str(i),
                        time_scale=config.time_scale,
                        prefix_cache=PrefixCache(4096) if caches else None)
-        for i in range(config.replicas)
+        for i in range(config.sim_replicas)
     ]  # fmt: skip
     strong_sims: list[Model] = [
         SimulatedModel("large", profile="api", answers=answers, replica=str(i),
                        time_scale=config.time_scale,
                        prefix_cache=PrefixCache(4096) if caches else None)
-        for i in range(config.replicas)
+        for i in range(config.sim_replicas)
     ]  # fmt: skip
     return _replicated(draft_sims, "small"), _replicated(strong_sims, "large"), []
 

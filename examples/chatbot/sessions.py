@@ -18,6 +18,10 @@ A turn enters the history when its answer is final (``Session.add``); a turn tha
 stopped, cut off or failed leaves the history as it was. Two turns of one session may
 run at once (e.g. a new question right after Stop): each sees the history as it was
 when it began, and each is added when it ends.
+
+The store is in memory, one per process: behind several processes (Ray Serve
+replicas, ``python -m examples.chatbot --ray``) a session's turns must reach the same
+process (session affinity) to see their history; a shared store is not built.
 """
 
 from __future__ import annotations
