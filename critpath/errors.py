@@ -18,6 +18,7 @@
     ├── ScopeClosedError             work started in a scope that has ended (a Speculator)
     ├── CacheStoreError              a cache store could not be read or written (a miss)
     ├── ConfigError                  a bad option (negative limit, unknown resource...)
+    ├── Overloaded                R  shed by admission control (``retry_after``: when to retry)
     └── ModelError                   a model call failed (raised by critpath.adapters)
         ├── InvalidRequestError      rejected before it was sent (pydantic validation)
         ├── ModelConnectionError  R  connect failed, or the connection was lost mid-stream
@@ -73,8 +74,10 @@ __all__ = [
     "IncompleteStream",
     "InvalidRequestError",
     "InvalidStepError",
+    "LoadShedError",
     "MalformedResponse",
     "MissingInputError",
+    "Overloaded",
     "ModelConnectionError",
     "ModelError",
     "ModelNotFound",
@@ -104,6 +107,17 @@ class RetryableError(CritpathError):
 
 class ConfigError(CritpathError, ValueError):
     """An invalid option, caught before anything runs."""
+
+
+class Overloaded(RetryableError):
+    """A request shed by admission control (``critpath.serve.admission``): its predicted
+    latency would miss its SLO, or the queue is full. ``retry_after``: seconds after
+    which the service expects to have room (an HTTP 503's ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: float, predicted: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.predicted = predicted
 
 
 class GraphError(CritpathError):
@@ -295,6 +309,20 @@ class MalformedResponse(ModelError):
 
 class IncompleteStream(MalformedResponse, RetryableError):
     """The stream ended without its terminator (``data: [DONE]``) or a finish reason."""
+
+
+class LoadShedError(ModelError):
+    """Refused by ``critpath.adapters.Adaptive`` (``OnMiss.SHED``): no candidate model
+    was predicted to answer within the time left. ``predicted`` and ``budget`` in
+    seconds. (``Overloaded`` is the service's own shedding, before any model.)"""
+
+    def __init__(self, name: str, predicted: float | None, budget: float) -> None:
+        pred = "unknown" if predicted is None else f"{predicted * 1000:.0f} ms"
+        super().__init__(
+            f"shed, predicted {pred} > budget {budget * 1000:.0f} ms", model=name
+        )
+        self.predicted = predicted
+        self.budget = budget
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -7,7 +7,8 @@ this package: nothing is looked up on disk, so no path, relative or absolute, an
 other ``benchmarks`` package on ``sys.path`` is ever run.
 
 >>> names()
-['adapter', 'adaptive', 'cache', 'cascade', 'hedge', 'priority', 'runtime', 'scale', 'speculation']
+['adapter', 'adaptive', 'cache', 'cascade', 'faults', 'hedge', 'priority', 'runtime', 'scale',
+ 'speculation']
 >>> load("../runtime")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -33,6 +34,7 @@ BENCHMARKS: Mapping[str, str] = MappingProxyType({
     "adaptive": "critpath.bench.adaptive",
     "cache": "critpath.bench.cache",
     "cascade": "critpath.bench.cascade",
+    "faults": "critpath.bench.faults",
     "hedge": "critpath.bench.hedge",
     "priority": "critpath.bench.priority",
     "runtime": "critpath.bench.runtime",
