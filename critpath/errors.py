@@ -35,6 +35,10 @@
         │   └── ContextLengthExceeded
         ├── MalformedResponse        a body or SSE line that is not what the API promises
         │   └── IncompleteStream  R  the stream ended without its terminator
+        ├── InvalidOutput         R  the model's answer breaks its contract (fed back to it)
+        │   ├── InvalidJSON       R  not JSON where a schema or tool arguments needed it
+        │   ├── SchemaMismatch    R  JSON that does not validate against the schema
+        │   └── UnknownTool       R  a tool call naming no tool of the request
         ├── VoteFailedError          every voter failed (critpath.cascades.vote)
         ├── CascadeFailedError       every tier failed (critpath.cascades.cascade)
         └── LoadShedError            refused: no model predicted to answer in time
@@ -46,7 +50,10 @@ Every ``RunError`` carries the run's ``report`` (``None`` when the run failed be
 it started), so a failed run still names its critical path.
 
 Retryability: ``is_retryable(exc)`` decides by type: errors after which the same
-request may succeed subclass ``RetryableError``.
+request may succeed subclass ``RetryableError``. An ``InvalidOutput`` is retried by
+asking again with its ``feedback`` (the validation error, in words for the model)
+appended to the conversation (``critpath.adapters.structured.complete_valid``, the
+agent loop), within the deadline.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ __all__ = [
     "GraphError",
     "IdleTimeout",
     "IncompleteStream",
+    "InvalidJSON",
+    "InvalidOutput",
     "InvalidRequestError",
     "InvalidStepError",
     "LoadShedError",
@@ -87,12 +96,14 @@ __all__ = [
     "RouteError",
     "RunCancelled",
     "RunError",
+    "SchemaMismatch",
     "ScopeClosedError",
     "ServerError",
     "StepFailedError",
     "StepStuckError",
     "TotalTimeout",
     "UnknownDependencyError",
+    "UnknownTool",
     "is_retryable",
 ]
 
@@ -323,6 +334,44 @@ class LoadShedError(ModelError):
         )
         self.predicted = predicted
         self.budget = budget
+
+
+class InvalidOutput(ModelError, RetryableError):
+    """The model's answer does not keep the request's contract: a ``response_format``
+    answer or a tool call's arguments that are not valid JSON or do not validate, or a
+    tool call naming no tool of the request.
+
+    ``output``: what the model produced (the text, or the call's arguments);
+    ``feedback``: the problem in words for the model, to ask it again;
+    ``tool``/``tool_call_id``: the tool call at fault, if it is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        output: str = "",
+        model: str | None = None,
+        tool: str | None = None,
+        tool_call_id: str | None = None,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.output = output
+        self.feedback = message
+        self.tool = tool
+        self.tool_call_id = tool_call_id
+
+
+class InvalidJSON(InvalidOutput):
+    """Not JSON (or not a JSON object) where a schema or tool arguments needed it."""
+
+
+class SchemaMismatch(InvalidOutput):
+    """Valid JSON that does not validate against the schema (or the tool's arguments)."""
+
+
+class UnknownTool(InvalidOutput):
+    """A tool call naming a function that the request did not offer."""
 
 
 def is_retryable(exc: BaseException) -> bool:

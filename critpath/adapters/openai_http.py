@@ -49,6 +49,7 @@ import httpx
 from critpath import telemetry
 from critpath.adapters.bounded import ACCEPT_ENCODING, ResponseLimits, decoded, read_limited
 from critpath.adapters.logs import get_logger
+from critpath.adapters.openai_tools import message_json, request_fields
 from critpath.adapters.openai_wire import (
     loads,
     parse_chat_chunk,
@@ -258,10 +259,11 @@ class OpenAICompatible:
     def _body(self, r: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": r.max_tokens}
         if r.messages is not None:
-            body["messages"] = [m.model_dump(exclude_none=True) for m in r.messages]
+            body["messages"] = [message_json(m) for m in r.messages]
         else:
             body["prompt"] = r.prompt
         body.update(r.sampling())
+        body.update(request_fields(r))
         if r.logprobs:
             if r.is_chat:
                 body["logprobs"] = True

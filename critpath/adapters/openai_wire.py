@@ -8,7 +8,8 @@ a plain Python error: JSON nested too deeply, numbers that overflow (``1e999``, 
 
 Pure functions (no I/O), used by ``OpenAICompatible``. Chat events carry
 ``choices[0].delta.content`` and ``logprobs.content[...]``; completion events carry
-``choices[0].text`` and the legacy ``logprobs`` object; the last event may carry
+``choices[0].text`` and the legacy ``logprobs`` object; chat deltas and messages may
+carry ``tool_calls`` (read by ``openai_tools``); the last event may carry
 ``usage`` with ``choices: []``; an ``{"error": ...}`` event is an error.
 """
 
@@ -22,7 +23,9 @@ from typing import Any
 
 import httpx
 
+from critpath.adapters.openai_tools import message_calls, stream_deltas
 from critpath.adapters.protocol import Chunk, TokenLogprob, Usage
+from critpath.adapters.tools import ToolCallDelta
 from critpath.errors import (
     AuthenticationError,
     BadRequest,
@@ -193,12 +196,17 @@ def _envelope(data: Any, model: str) -> tuple[dict[str, Any] | None, Usage | Non
 
 
 def _chunk(
-    text: str, logprobs: tuple[TokenLogprob, ...] | None, finish: str | None, usage: Usage | None
+    text: str,
+    logprobs: tuple[TokenLogprob, ...] | None,
+    finish: str | None,
+    usage: Usage | None,
+    calls: tuple[ToolCallDelta, ...] = (),
 ) -> Chunk | None:
-    tokens = len(logprobs) if logprobs else (1 if text else 0)
+    tokens = len(logprobs) if logprobs else (1 if text or calls else 0)
     if not text and not tokens and finish is None and usage is None:
         return None  # e.g. the role-only first chunk of a chat stream
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage,
+                 tool_calls=calls)  # fmt: skip
 
 
 def parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
@@ -206,13 +214,15 @@ def parse_chat_chunk(data: Any, model: str, top_k: int = 0) -> Chunk | None:
     if choice is None:
         return Chunk(usage=usage) if usage is not None else None
     try:
-        text = _text((choice.get("delta") or {}).get("content"), "content")
+        delta = choice.get("delta") or {}
+        text = _text(delta.get("content"), "content")
+        calls = stream_deltas(delta)
         lp = choice.get("logprobs")
         logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
         finish = _finish(choice.get("finish_reason"))
     except _BAD_VALUE as exc:
         raise MalformedResponse(f"malformed chat chunk: {exc!r:.300}", model=model) from exc
-    return _chunk(text, logprobs, finish, usage)
+    return _chunk(text, logprobs, finish, usage, calls)
 
 
 def _chat_logprobs(content: list[dict[str, Any]]) -> tuple[TokenLogprob, ...]:
@@ -273,13 +283,18 @@ def parse_whole(raw: bytes, chat: bool, model: str, top_k: int = 0) -> Chunk:
         choice = data["choices"][0]
         finish = _finish(choice.get("finish_reason"))
         lp = choice.get("logprobs")
+        calls: tuple[ToolCallDelta, ...] = ()
         if chat:
-            text = _text((choice.get("message") or {}).get("content"), "content")
+            message = choice.get("message") or {}
+            text = _text(message.get("content"), "content")
+            calls = message_calls(message)
             logprobs = _chat_logprobs(lp["content"]) if lp and lp.get("content") else None
         else:
             text = _text(choice.get("text"), "text")
             logprobs = _completion_logprobs(lp, top_k) if lp and lp.get("tokens") else None
     except (IndexError, *_BAD_VALUE) as exc:
         raise MalformedResponse(f"malformed response body: {exc!r:.300}", model=model) from exc
-    tokens = usage.completion_tokens if usage else (len(logprobs) if logprobs else int(bool(text)))
-    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage)
+    some = int(bool(text or calls))
+    tokens = usage.completion_tokens if usage else (len(logprobs) if logprobs else some)
+    return Chunk(text=text, tokens=tokens, logprobs=logprobs, finish_reason=finish, usage=usage,
+                 tool_calls=calls)  # fmt: skip

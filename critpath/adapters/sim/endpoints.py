@@ -36,6 +36,8 @@ from critpath.adapters.sim.wire import (
     error_body,
     parse_request,
 )
+from critpath.adapters.toolcalls import ToolCallAssembler
+from critpath.adapters.tools import ToolCall
 from critpath.errors import ConfigError, ModelConnectionError, ModelError
 from critpath.serve.guard import JSONBodyError, loads_json
 
@@ -374,9 +376,11 @@ class _Answer:
         finish: str | None = None
         usage: Usage | None = None
         tokens = 0
+        calls = ToolCallAssembler()
         try:
             async with aclosing(_chain(head, stream)) as chunks:
                 async for chunk in chunks:
+                    calls.feed(chunk.tool_calls)
                     parts.append(chunk.text)
                     logprobs.extend(chunk.logprobs or ())
                     tokens += chunk.tokens
@@ -387,7 +391,11 @@ class _Answer:
         except ModelError as exc:
             await self._fail(send, exc)
             return
-        body = self.encoder.response("".join(parts), logprobs, finish, usage or Usage(0, tokens))
+        calls.finish()
+        whole = [c for c in calls.calls() if isinstance(c, ToolCall)]
+        body = self.encoder.response(
+            "".join(parts), logprobs, finish, usage or Usage(0, tokens), whole
+        )
         self.counters.success += 1
         self.ending = True
         await _send_json(send, 200, body)
