@@ -158,15 +158,19 @@ def _chromium() -> str | None:
 
 
 _RECORD_ORDER = """() => {
+  // records, in the order the page shows them, each turn's first draft text ('draft1')
+  // and its revision ('revised1'), and a stopped turn ('stopped1')
   window.shownOrder = [];
-  const draft = document.getElementById('draft');
-  const revision = document.getElementById('revision');
+  const transcript = document.getElementById('transcript');
   const seen = (what) => { if (!window.shownOrder.includes(what)) window.shownOrder.push(what); };
-  new MutationObserver(() => { if (draft.textContent.length > 0) seen('draft'); })
-    .observe(draft, {childList: true, subtree: true, characterData: true});
   new MutationObserver(() => {
-    if (revision.getAttribute('data-state') === 'revised') seen('revised');
-  }).observe(revision, {attributes: true});
+    transcript.querySelectorAll('.turn').forEach((turn, i) => {
+      if (turn.querySelector('.draft').textContent.length > 0) seen('draft' + (i + 1));
+      if (turn.querySelector('.revision').getAttribute('data-state') === 'revised')
+        seen('revised' + (i + 1));
+      if (turn.getAttribute('data-state') === 'stopped') seen('stopped' + (i + 1));
+    });
+  }).observe(transcript, {childList: true, subtree: true, characterData: true, attributes: true});
 }"""
 
 
@@ -189,26 +193,28 @@ async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None
             await page.fill("#message", "Why does my 😀 deploy fail?")  # offsets past an emoji
             await page.evaluate(_RECORD_ORDER)
             await page.click("#send")
-            await page.wait_for_selector("#revision[data-state='revised']", timeout=20_000)
+            turn = ".turn:nth-child(1)"
+            await page.wait_for_selector(f"{turn} .revision[data-state='revised']",
+                                         timeout=20_000)  # fmt: skip
             # the draft was shown before the revision arrived (recorded by the page itself)
-            assert await page.evaluate("() => window.shownOrder") == ["draft", "revised"]
-            assert await page.locator("#revision ins").count() > 0
-            await page.wait_for_selector("#status[data-state='done']", timeout=20_000)
-            shown = await page.inner_text("#revision")
-            final = await page.get_attribute("#revision", "data-final")
+            assert await page.evaluate("() => window.shownOrder") == ["draft1", "revised1"]
+            assert await page.locator(f"{turn} .revision ins").count() > 0
+            await page.wait_for_selector(f"{turn} .status[data-state='done']", timeout=20_000)
+            shown = await page.inner_text(f"{turn} .revision")
+            final = await page.get_attribute(f"{turn} .revision", "data-final")
             assert final
             assert "release notes" in final
             assert "release notes" in shown
             kept = await page.evaluate(
-                "() => { const c = document.getElementById('revision').cloneNode(true);"
+                "() => { const c = document.querySelector('.turn .revision').cloneNode(true);"
                 " c.querySelectorAll('del').forEach((d) => d.remove()); return c.textContent; }"
             )
             assert kept == final  # what the page shows, less deletions, is the final text
             before = await page.evaluate(
-                "() => { const c = document.getElementById('revision').cloneNode(true);"
+                "() => { const c = document.querySelector('.turn .revision').cloneNode(true);"
                 " c.querySelectorAll('ins').forEach((i) => i.remove()); return c.textContent; }"
             )
-            draft = await page.evaluate("() => document.getElementById('draft').textContent")
+            draft = await page.evaluate("() => document.querySelector('.turn .draft').textContent")
             assert before == draft  # and less insertions, the draft
         finally:
             await browser.close()

@@ -4,21 +4,30 @@ Endpoints (Starlette; run it with ``python -m examples.chatbot`` or any ASGI ser
 
 - ``GET /``: a small web page: type a question, watch the draft appear at once and the
   revision arrive as highlighted changes.
-- ``POST /chat`` ``{"message": "..."}``: Server-Sent Events — ``draft`` (a piece of
-  the fast model's draft, as it comes), ``revision`` (the strong model's answer as diff
-  operations against the draft), ``final`` (the answer, its source and timings), or
-  ``error``. Built on ``critpath.cascades.Refine``: both models start at once.
-- ``POST /v1/chat/completions``: OpenAI-compatible (streamed or not), answering with the
-  final text (existing clients see a normal model named ``critpath-refine``).
+- ``POST /chat`` ``{"message": "...", "session": "..."}``: Server-Sent Events —
+  ``draft`` (a piece of the fast model's draft, as it comes), ``revision`` (the strong
+  model's answer as diff operations against the draft), ``final`` (the answer, its
+  source and timings), or ``error``. Built on ``critpath.cascades.Refine``: both models
+  start at once. With a ``session`` (an id the client chooses, see ``sessions``) it is
+  a conversation: the models get the session's history as messages, and the turn is
+  added to it when its answer is final; without one, a single turn.
+- ``POST /v1/chat/completions``: OpenAI-compatible, honouring the ``messages``
+  history (existing clients see a normal model named ``critpath-refine``). Streamed,
+  it sends the strong side's tokens as they come (its TTFT is the model's; no draft,
+  which such a client could not show); not streamed, the refine's final text.
 - ``GET /v1/models``, ``GET /healthz``.
 
-A client that disconnects cancels the whole answer: both model streams are closed, so
-a vLLM (or simulated) server aborts the generations at once.
+A client that disconnects (the page's Stop button) cancels the whole answer: both
+model streams are closed, so a vLLM (or simulated) server aborts the generations at
+once.
 
 Configuration (environment variables):
 
 - ``CHATBOT_BASE_URL``: an OpenAI-compatible server (e.g. vLLM,
-  ``http://127.0.0.1:8000/v1``); unset: the embedded simulated fleet, in process.
+  ``http://127.0.0.1:8000/v1``), or several replicas separated by commas (each model
+  is then a ``Pool(strategy="prefix")`` over them: a conversation's turns go to the
+  replica holding its prefix in its KV cache); unset: the embedded simulated fleet, in
+  process (``CHATBOT_SIM_REPLICAS``, default 1, replicas of each model, with prefix caches).
 - ``CHATBOT_DRAFT_MODEL`` / ``CHATBOT_STRONG_MODEL``: served model names (default
   ``small`` / ``large``, the simulated fleet's).
 - ``CHATBOT_API_KEY_ENV``: the name of the variable holding the server's API key.
@@ -29,6 +38,9 @@ Configuration (environment variables):
   strong side is ``Adaptive([strong, draft])``: under a burst, when the strong model
   is predicted to miss it, the draft model gives the final answer instead of a late
   one.
+- ``CHATBOT_SESSIONS`` (default 1000), ``CHATBOT_HISTORY_TURNS`` (20),
+  ``CHATBOT_HISTORY_CHARS`` (16000), ``CHATBOT_SESSION_TTL`` (1800 seconds): the
+  bounds of the conversations kept (``sessions.SessionStore``).
 - ``CHATBOT_TOKEN``: when set, ``/chat`` and ``/v1/*`` require ``Authorization: Bearer
   <token>`` (the page and ``/healthz`` stay public).
 - ``CHATBOT_ALLOWED_HOSTS``: extra ``Host`` names to accept, comma-separated (the
@@ -74,15 +86,17 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from critpath.adapters import Adaptive, Model, OpenAICompatible, Usage, make_request
+from critpath.adapters import Adaptive, Model, OpenAICompatible, Pool, Usage, make_request
 from critpath.adapters.sim import FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.answers import Answer
+from critpath.adapters.sim.prefix_cache import PrefixCache
 from critpath.adapters.sim.wire import APIError, ResponseEncoder, error_body, parse_request
 from critpath.cascades import DraftDelta, Final, Revision
 from critpath.demo.strategies import DemoStrategy, build_refine, served_name
 from critpath.errors import InvalidRequestError, ModelError, Overloaded
 from critpath.serve.admission import AdmissionController
 from critpath.serve.guard import LOOPBACK_HOSTS, Guard, JSONBodyError, loads_json
+from examples.chatbot.sessions import SessionStore
 
 __all__ = ["ChatConfig", "create_app", "page_csp"]
 
@@ -106,6 +120,11 @@ class ChatConfig:
     max_tokens: int = 256
     time_scale: float = 1.0
     slo: float | None = 30.0
+    sim_replicas: int = 1
+    sessions: int = 1000
+    history_turns: int = 20
+    history_chars: int = 16_000
+    session_ttl: float = 1800.0
     token: str | None = dataclasses.field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     shed_slo: float | None = None
@@ -124,6 +143,11 @@ class ChatConfig:
             max_tokens=int(e.get("CHATBOT_MAX_TOKENS", "256")),
             time_scale=float(e.get("CHATBOT_TIME_SCALE", "1.0")),
             slo=float(e.get("CHATBOT_SLO", "30")) if e.get("CHATBOT_SLO", "30") else None,
+            sim_replicas=int(e.get("CHATBOT_SIM_REPLICAS", "1")),
+            sessions=int(e.get("CHATBOT_SESSIONS", "1000")),
+            history_turns=int(e.get("CHATBOT_HISTORY_TURNS", "20")),
+            history_chars=int(e.get("CHATBOT_HISTORY_CHARS", "16000")),
+            session_ttl=float(e.get("CHATBOT_SESSION_TTL", "1800")),
             token=e.get("CHATBOT_TOKEN") or None,
             allowed_hosts=tuple(
                 h.strip() for h in e.get("CHATBOT_ALLOWED_HOSTS", "").split(",") if h.strip()
@@ -135,9 +159,14 @@ class ChatConfig:
 
 
 def _simulated_answer(model: str, request: Any) -> Answer:
-    """The embedded fleet's answers: a quick, plausible draft; a more careful revision."""
-    question = request.messages[-1].content if request.messages else ""
-    topic = " ".join(question.split()[:8]).rstrip("?.!") or "your question"
+    """The embedded fleet's answers: a quick, plausible draft; a more careful revision.
+    A follow-up (a conversation's later turn) says which question it follows up on."""
+    asked = [m.content for m in request.messages or () if m.role == "user"]
+
+    def topic_of(question: str) -> str:
+        return " ".join(question.split()[:8]).rstrip("?.!") or "your question"
+
+    topic = topic_of(asked[-1] if asked else "")
     if model == "small":
         text = (f"Short answer about {topic}: check the configuration first, then retry the "
                 "deploy. It usually works after that.")  # fmt: skip
@@ -145,23 +174,44 @@ def _simulated_answer(model: str, request: Any) -> Answer:
         text = (f"Short answer about {topic}: check the configuration first, then read the "
                 "release notes for renamed settings, fix them, and redeploy. A rollback is "
                 "rarely needed.")  # fmt: skip
+    if len(asked) > 1:
+        text = f"Following up on {topic_of(asked[0])} (turn {len(asked)}). {text}"
     return Answer(text, len(text.split()), None, 0.9)
+
+
+def _replicated(replicas: list[Model], name: str) -> Model:
+    """One replica as is; several behind prefix-aware routing (a conversation's growing
+    prompt goes where its prefix is cached, with bounded load)."""
+    return replicas[0] if len(replicas) == 1 else Pool(replicas, strategy="prefix", name=name)
 
 
 def _models(config: ChatConfig) -> tuple[Model, Model, list[OpenAICompatible]]:
     if config.base_url:
-        draft = OpenAICompatible(
-            config.base_url, config.draft_model, api_key_env=config.api_key_env
-        )
-        strong = OpenAICompatible(config.base_url, config.strong_model,
-                                  api_key_env=config.api_key_env)  # fmt: skip
-        return draft, strong, [draft, strong]
+        urls = [u.strip() for u in config.base_url.split(",") if u.strip()]
+        drafts = [OpenAICompatible(u, config.draft_model, api_key_env=config.api_key_env)
+                  for u in urls]  # fmt: skip
+        strongs = [OpenAICompatible(u, config.strong_model, api_key_env=config.api_key_env)
+                   for u in urls]  # fmt: skip
+        draft = _replicated(list(drafts), config.draft_model)
+        strong = _replicated(list(strongs), config.strong_model)
+        return draft, strong, drafts + strongs
+    if config.sim_replicas < 1:
+        raise ValueError(f"CHATBOT_SIM_REPLICAS must be >= 1, got {config.sim_replicas}")
     answers = FunctionAnswers(_simulated_answer)
-    draft_sim = SimulatedModel("small", profile="local-8b", answers=answers,
-                               time_scale=config.time_scale)  # fmt: skip
-    strong_sim = SimulatedModel("large", profile="api", answers=answers,
-                                time_scale=config.time_scale)  # fmt: skip
-    return draft_sim, strong_sim, []
+    caches = config.sim_replicas > 1  # what prefix-aware routing is for
+    draft_sims: list[Model] = [
+        SimulatedModel("small", profile="local-8b", answers=answers, replica=str(i),
+                       time_scale=config.time_scale,
+                       prefix_cache=PrefixCache(4096) if caches else None)
+        for i in range(config.sim_replicas)
+    ]  # fmt: skip
+    strong_sims: list[Model] = [
+        SimulatedModel("large", profile="api", answers=answers, replica=str(i),
+                       time_scale=config.time_scale,
+                       prefix_cache=PrefixCache(4096) if caches else None)
+        for i in range(config.sim_replicas)
+    ]  # fmt: skip
+    return _replicated(draft_sims, "small"), _replicated(strong_sims, "large"), []
 
 
 class CancelOnDisconnect(StreamingResponse):
@@ -196,7 +246,7 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-def _event_sse(ev: object) -> bytes:
+def _event_sse(ev: object, turn: int = 1) -> bytes:
     if isinstance(ev, DraftDelta):
         return _sse("draft", {"text": ev.text, "t": ev.t})
     if isinstance(ev, Revision):
@@ -208,7 +258,7 @@ def _event_sse(ev: object) -> bytes:
         return _sse("final", {
             "text": ev.text, "source": ev.source, "t": ev.t,
             "ttft_draft": s.ttft_draft, "ttft_strong": s.ttft_strong,
-            "outcome": s.outcome, "changed": s.changed,
+            "outcome": s.outcome, "changed": s.changed, "turn": turn,
         })  # fmt: skip
     return b""
 
@@ -266,6 +316,8 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
     )
     in_time = Adaptive([strong, draft], slo=cfg.slo, name=strong.name)  # lighter under a burst
     refine = build_refine([draft, in_time], name=MODEL_NAME)
+    sessions = SessionStore(max_sessions=cfg.sessions, max_turns=cfg.history_turns,
+                            max_chars=cfg.history_chars, ttl=cfg.session_ttl)  # fmt: skip
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -275,7 +327,8 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
             for c in clients:
                 await c.aclose()
 
-    limit = cfg.max_chars * 8 + 4096  # bytes: JSON escapes can take 6 per character
+    # bytes: JSON escapes can take 6 per character; an OpenAI client sends its history
+    limit = (cfg.max_chars + cfg.history_chars) * 8 + 4096
 
     async def body_of(request: Request) -> Any:
         declared = request.headers.get("content-length", "")
@@ -311,7 +364,14 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
                 raise APIError(
                     413, f"the message is longer than {cfg.max_chars} characters", param="message"
                 )
-            req = make_request(messages=message, max_tokens=cfg.max_tokens)
+            session_id = body.get("session")
+            if session_id is not None and not isinstance(session_id, str):
+                raise APIError(400, "session must be a string", param="session")
+            try:  # with a session: its history, then this message
+                history = sessions.get(session_id).messages(message) if session_id else message
+            except ValueError as exc:
+                raise APIError(400, str(exc), param="session") from exc
+            req = make_request(messages=history, max_tokens=cfg.max_tokens)
             admitted = admission.admit()
         except APIError as exc:
             return JSONResponse(exc.body(), status_code=exc.status)
@@ -319,6 +379,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
             return _error(400, str(exc))
         except Overloaded as exc:
             return _shed(exc)
+        turn = sum(1 for m in req.messages or () if m.role == "user")
 
         async def events() -> AsyncIterator[bytes]:
             # Starlette cancels this generator when the client goes away; closing the
@@ -327,7 +388,9 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
                 try:
                     async with aclosing(refine.events(req)) as stream:
                         async for ev in stream:
-                            yield _event_sse(ev)
+                            if isinstance(ev, Final) and session_id:  # answered: kept
+                                sessions.get(session_id).add(message, ev.text)
+                            yield _event_sse(ev, turn)
                 except ModelError as exc:
                     yield _sse("error", _failure(exc))
 
@@ -351,8 +414,9 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
         if req.max_tokens > cfg.max_tokens:
             req = req.model_copy(update={"max_tokens": cfg.max_tokens})
         chars = sum(len(m.content) for m in req.messages or ())
-        if chars > cfg.max_chars:
-            return _error(413, f"the messages are longer than {cfg.max_chars} characters",
+        if chars > cfg.max_chars + cfg.history_chars:
+            return _error(413, "the messages are longer than "
+                          f"{cfg.max_chars + cfg.history_chars} characters",
                           "messages")  # fmt: skip
         encoder = ResponseEncoder(chat=True, model=MODEL_NAME, request=req,
                                   completion_id="chatcmpl-" + uuid.uuid4().hex,
@@ -382,7 +446,9 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
             try:
                 with admitted:
                     yield f"data: {json.dumps(encoder.role_chunk())}\n\n".encode()
-                    async with aclosing(refine.stream(req)) as stream:
+                    # the strong side's tokens as they come (a refine's stream waits for
+                    # its final): the client's TTFT is the model's
+                    async with aclosing(in_time.stream(req)) as stream:
                         async for chunk in stream:
                             usage = chunk.usage or usage
                             if chunk.text or chunk.finish_reason:
