@@ -66,6 +66,10 @@ start)
   fi
   log=${VLLM_LOG:-/tmp/critpath-vllm-$port.log}
   # shellcheck disable=SC2086  # VLLM_EXTRA_ARGS is a word list on purpose
+  # Forced and required tool calls: with strict tool calling (vLLM's default), the hermes
+  # parser's structural tags leave a forced call's arguments to the model, and random
+  # weights write `null`; off, vLLM constrains them by the tool's JSON schema.
+  VLLM_ENFORCE_STRICT_TOOL_CALLING=${VLLM_ENFORCE_STRICT_TOOL_CALLING:-0} \
   VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1} nohup "$venv/bin/python" -m vllm.entrypoints.openai.api_server \
     --model "$model_dir" --served-model-name tiny-llama --host 127.0.0.1 --port "$port" \
     --enforce-eager --dtype float32 --max-model-len 512 \

@@ -17,7 +17,6 @@ from pydantic import BaseModel, Field
 
 from critpath.adapters import OpenAICompatible, complete, make_request
 from critpath.adapters.tools import NamedTool
-from critpath.errors import InvalidJSON
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -52,12 +51,6 @@ async def test_response_format_gives_a_parsed_schema_valid_object(
     assert isinstance(c.parsed, Verdict)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=InvalidJSON,
-    reason="vLLM 0.32 CPU (tiny model, --tool-call-parser hermes, xgrammar): a forced tool "
-    "choice streams the arguments 'null'; critpath reports it as InvalidJSON",
-)
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_named_tool_choice_gives_a_call_whose_arguments_validate(
     model: OpenAICompatible, streaming: bool
