@@ -16,6 +16,11 @@ The run span carries makespan, span, work, efficiency, the critical path, the ob
 path and its breakdown (``critpath.path_work_ms``, ``critpath.resource_wait_ms``,
 ``critpath.overhead_ms``: they add up to the makespan; see
 ``critpath.orchestrator.observed``).
+
+Model calls, tool calls, cascades and votes follow the OpenTelemetry GenAI conventions
+(``chat {model}``, ``execute_tool {name}``...): see ``critpath.telemetry_genai``, whose
+``tool_span`` and ``decision_span`` are re-exported here. Metrics: ``critpath.metrics``;
+trace ids in log records: ``critpath.tracelog``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from critpath.errors import ConfigError
+from critpath.telemetry_genai import capture_content, decision_span, tool_span
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -33,7 +39,16 @@ if TYPE_CHECKING:
     from critpath.orchestrator.report import RunReport, StepRecord
     from critpath.orchestrator.runtime import Run
 
-__all__ = ["enable_tracing", "end_model_span", "start_model_span", "tracer", "tracing_enabled"]
+__all__ = [
+    "capture_content",
+    "decision_span",
+    "enable_tracing",
+    "end_model_span",
+    "start_model_span",
+    "tool_span",
+    "tracer",
+    "tracing_enabled",
+]
 
 _tracer = trace.get_tracer("critpath")
 
@@ -162,11 +177,13 @@ def end_run_span(run: Run, report: RunReport) -> None:
 
 
 def start_model_span(model: str, attributes: dict[str, Any]) -> trace.Span | None:
-    """A span for one model call, under the current span (e.g. the step's), or ``None``
-    when tracing is off. Never pass credentials in ``attributes``."""
+    """A span ``critpath.attempt {model}`` for one attempt of a model call (an HTTP
+    request, an engine request) under the current span — the call's GenAI span
+    (``telemetry_genai.instrument_stream``) — or ``None`` when tracing is off. Never
+    pass credentials in ``attributes``."""
     if not tracing_enabled():
         return None
-    return _tracer.start_span(f"critpath.model {model}", attributes=attributes)
+    return _tracer.start_span(f"critpath.attempt {model}", attributes=attributes)
 
 
 def end_model_span(
@@ -186,6 +203,6 @@ def end_model_span(
     if tokens is not None:
         span.set_attribute("critpath.completion_tokens", tokens)
     if error is not None:
-        span.set_attribute("critpath.error", type(error).__name__)
+        span.set_attribute("error.type", type(error).__qualname__)
         span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200]))
     span.end()
