@@ -192,6 +192,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
             time_scale=args.time_scale,
             faults=parse_faults(args.faults) if args.faults else None,
             max_num_seqs=args.max_num_seqs,
+            prefix_cache_blocks=args.prefix_cache_blocks,
         )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
@@ -286,6 +287,10 @@ def _parser() -> _Parser:
     )
     sim.add_argument("--max-num-seqs", type=_at_least_one, default=None,
                      help="sequences decoded at once")  # fmt: skip
+    sim.add_argument(
+        "--prefix-cache-blocks", type=_at_least_one, default=None,
+        help="a prefix cache of this many 16-token blocks per replica (default: none)",
+    )  # fmt: skip
     sim.set_defaults(func=_cmd_sim_server)
     return parser
 

@@ -16,6 +16,7 @@
     │   ├── RunCancelled             the run was cancelled by its owner
     │   └── StepStuckError           a step ignored its cancellation past the grace period
     ├── ScopeClosedError             work started in a scope that has ended (a Speculator)
+    ├── CacheStoreError              a cache store could not be read or written (a miss)
     ├── ConfigError                  a bad option (negative limit, unknown resource...)
     └── ModelError                   a model call failed (raised by critpath.adapters)
         ├── InvalidRequestError      rejected before it was sent (pydantic validation)
@@ -34,7 +35,9 @@
         ├── MalformedResponse        a body or SSE line that is not what the API promises
         │   └── IncompleteStream  R  the stream ended without its terminator
         ├── VoteFailedError          every voter failed (critpath.cascades.vote)
-        └── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        ├── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        └── LoadShedError            refused: no model predicted to answer in time
+                                     (critpath.adapters.adaptive)
 
 ``R``: retryable (a subclass of ``RetryableError``).
 
@@ -56,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequest",
+    "CacheStoreError",
     "ConfigError",
     "ConnectTimeout",
     "ContextLengthExceeded",
@@ -207,6 +211,12 @@ class StepStuckError(RunError):
 class ScopeClosedError(CritpathError, RuntimeError):
     """Work was started in a scope that has already ended (e.g. ``Speculator.start``
     after its ``async with`` block): it would have no owner."""
+
+
+class CacheStoreError(CritpathError):
+    """A cache store (``critpath.caching``) could not be read or written; its own
+    exception (sqlite3's, redis-py's, an ``OSError``) is the cause. Caches treat it as a
+    miss and log it: a failing store never fails the request."""
 
 
 class ModelError(CritpathError):

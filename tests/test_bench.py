@@ -38,7 +38,7 @@ def test_every_registered_benchmark_loads() -> None:
     "name", ["nope", "../runtime", "../../x", "/tmp/x.py", "runtime.py", "_sse_server", "plots"]
 )
 def test_only_registered_names_load(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(ConfigError, match="available: adapter, cascade"):
+    with pytest.raises(ConfigError, match=r"available: adapter, .*cascade"):
         load(name)
     assert main(["bench", name]) == 2
     err = capsys.readouterr().err

@@ -9,12 +9,14 @@
   imported on first use (``critpath.adapters.Fleet`` or ``import critpath.adapters.sim``),
   so a client of a real server never loads the simulator.
 - Wrappers, themselves ``Model``s, built on ``wrapper.WrapperModel``: ``Pool``
-  (balance replicas), ``Hedge`` (hedged requests with a budget).
+  (balance replicas), ``Hedge`` (hedged requests with a budget), ``Adaptive`` (the
+  best model predicted to answer in time; its pure decisions in ``brownout``).
 - ``logs``: what each ``critpath.*`` logger records (silent by default).
 """
 
 from typing import TYPE_CHECKING
 
+from critpath.adapters.adaptive import Adaptive, Candidate, LoadShedError, record_decisions
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
 from critpath.adapters.openai_http import OpenAICompatible, Timeouts
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
     from critpath.adapters.sim import Fleet, SimulatedModel
 
 __all__ = [
+    "Adaptive",
+    "Candidate",
     "Chunk",
     "Completion",
     "EndpointStats",
@@ -45,6 +49,7 @@ __all__ = [
     "HedgeBudget",
     "HedgeStatistics",
     "Lease",
+    "LoadShedError",
     "Message",
     "Model",
     "ModelRequest",
@@ -64,6 +69,7 @@ __all__ = [
     "complete",
     "make_request",
     "parse_metrics",
+    "record_decisions",
     "server_load",
 ]
 

@@ -9,7 +9,10 @@ picks by ``strategy``:
   to the lowest learned TTFT (p50 of the replica's ``stats``) when every tied replica
   has one, else round robin;
 - ``"p2c"`` (power of two choices): two replicas drawn at random (seeded), the less
-  loaded of the two.
+  loaded of the two;
+- ``"prefix"``: the replica most likely to hold the request's prompt prefix in its KV
+  cache, with bounded load (``routing.PrefixRouter``, or the one given as ``router``);
+  a request placed without its prompt (``acquire()``) goes to the least loaded.
 
 Live load: replicas that report it (an async ``load()`` returning ``ServerLoad``, as
 ``OpenAICompatible`` reads vLLM's ``/metrics`` and ``SimulatedModel`` its scheduler)
@@ -39,6 +42,7 @@ from critpath._tasks import cancel_and_wait
 from critpath.adapters.logs import get_logger
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
+from critpath.adapters.routing import PrefixRouter, prompt_of
 from critpath.adapters.stats import EndpointStats
 from critpath.adapters.wrapper import WrapperModel
 from critpath.errors import ConfigError, ModelError
@@ -52,8 +56,8 @@ __all__ = [
     "Strategy",
 ]
 
-Strategy = Literal["least_outstanding", "p2c"]
-_STRATEGIES = ("least_outstanding", "p2c")
+Strategy = Literal["least_outstanding", "p2c", "prefix"]
+_STRATEGIES = ("least_outstanding", "p2c", "prefix")
 
 _log = get_logger(__name__)
 
@@ -137,6 +141,7 @@ class Pool(WrapperModel):
         strategy: Strategy = "least_outstanding",
         seed: int = 0,
         name: str | None = None,
+        router: PrefixRouter | None = None,
     ) -> None:
         if not replicas:
             raise ConfigError("a Pool needs at least one replica")
@@ -154,6 +159,11 @@ class Pool(WrapperModel):
         self._probe_bug: Exception | None = None
         self._refreshes = 0
         self._load_errors = 0
+        self.router: PrefixRouter | None = None
+        if strategy == "prefix":
+            self.router = router if router is not None else PrefixRouter(n)
+            if self.router.replicas != n:
+                raise ConfigError(f"the router has {self.router.replicas} replicas, not {n}")
 
     @property
     def replicas(self) -> tuple[Model, ...]:
@@ -175,10 +185,19 @@ class Pool(WrapperModel):
             return float(self._outstanding[index])
         return server + (self._picks[index] - self._sent_at_refresh[index])
 
-    def acquire(self, *, exclude: Collection[int] = ()) -> Lease:
+    def acquire(
+        self, *, exclude: Collection[int] = (), request: ModelRequest | None = None
+    ) -> Lease:
         """Pick a replica (avoiding the indices in ``exclude`` while another is left) and
-        count one request on it until the lease is released."""
-        index = self._pick(exclude)
+        count one request on it until the lease is released; ``request``: what it is
+        for (the ``"prefix"`` strategy routes by its prompt)."""
+        if self.router is not None and request is not None:
+            blocks = self.router.blocks_of(prompt_of(request))
+            loads = [self.replica_load(i) for i in range(len(self.replicas))]
+            index = self.router.choose(blocks, loads, exclude)
+            self.router.record(blocks, index)
+        else:
+            index = self._pick(exclude)
         if _log.isEnabledFor(logging.DEBUG):
             _log.debug(
                 "pool %s: replica %s chosen (%s, load %.1f; loads %s)",
@@ -211,7 +230,7 @@ class Pool(WrapperModel):
     # ---- the protocol -----------------------------------------------------------------
 
     async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
-        with self.acquire() as lease:
+        with self.acquire(request=request) as lease:
             async with aclosing(lease.model.stream(request)) as chunks:
                 async for chunk in chunks:
                     yield chunk

@@ -133,8 +133,12 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens of a call; ``cached``: the answer came from a response cache (``Cache``),
+    so no model generated these tokens for this call."""
+
     prompt_tokens: int
     completion_tokens: int
+    cached: bool = False
 
     @property
     def total_tokens(self) -> int:

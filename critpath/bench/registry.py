@@ -7,7 +7,7 @@ this package: nothing is looked up on disk, so no path, relative or absolute, an
 other ``benchmarks`` package on ``sys.path`` is ever run.
 
 >>> names()
-['adapter', 'cascade', 'hedge', 'priority', 'runtime', 'speculation']
+['adapter', 'adaptive', 'cache', 'cascade', 'hedge', 'priority', 'runtime', 'speculation']
 >>> load("../runtime")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
@@ -30,6 +30,8 @@ __all__ = ["BENCHMARKS", "Benchmark", "load", "names"]
 
 BENCHMARKS: Mapping[str, str] = MappingProxyType({
     "adapter": "critpath.bench.adapter",
+    "adaptive": "critpath.bench.adaptive",
+    "cache": "critpath.bench.cache",
     "cascade": "critpath.bench.cascade",
     "hedge": "critpath.bench.hedge",
     "priority": "critpath.bench.priority",

@@ -27,6 +27,7 @@ from critpath.orchestrator.events import (
 )
 from critpath.orchestrator.graph import Graph, Param, StepSpec
 from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.memo import StepCache
 from critpath.orchestrator.observed import Breakdown, PathStep, Release, observed_path
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.report import RunReport, StepRecord, StepReport
@@ -66,6 +67,7 @@ __all__ = [
     "SpeculationStarted",
     "SpeculationStats",
     "Speculative",
+    "StepCache",
     "Speculator",
     "StepCancelled",
     "StepContext",

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
     "PRIORITY_EPOCH",
+    "ModelChoice",
     "StepContext",
     "count_tokens",
     "current_step",
@@ -52,6 +54,19 @@ def step_priority(due_priority: int, offset: float) -> int:
     return due_priority + (0 if units < 0 else 999 if units > 999 else units)
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """A policy's choice of model for one call of a step (e.g. ``Adaptive``'s): the
+    model, its predicted latency and the budget it had (ms, ``None``: unknown / none),
+    and why (e.g. ``"fits"``, ``"none_fit"``)."""
+
+    policy: str
+    model: str
+    predicted_ms: float | None
+    budget_ms: float | None
+    why: str
+
+
 _CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
     "critpath_step", default=None
 )
@@ -71,7 +86,10 @@ class StepContext:
       branch); it may be cancelled;
     - ``needed``: for an item of an ``each`` step, the results of the items it needs,
       by key;
-    - ``tokens``: model tokens generated for this step so far (backends count them).
+    - ``tokens``: model tokens generated for this step so far (backends count them);
+    - ``latest_finish``: the latest event-loop time the step can finish and the run still
+      meet its deadline (by the predicted durations of the steps after it), or ``None``;
+    - ``model_choices``: the models policies chose for this step's calls (in the report).
     """
 
     __slots__ = (
@@ -80,6 +98,8 @@ class StepContext:
         "attempt",
         "deadline",
         "item",
+        "latest_finish",
+        "model_choices",
         "name",
         "needed",
         "priority",
@@ -115,6 +135,8 @@ class StepContext:
         self.speculative = False
         self.needed: dict[Any, Any] = {}
         self.tokens = 0
+        self.latest_finish: float | None = None
+        self.model_choices: list[ModelChoice] = []
         self._emit = emit
         self._partial: Any = _NONE
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critpath.orchestrator.analysis import analyse
+from critpath.orchestrator.context import ModelChoice
 from critpath.orchestrator.observed import (
     OTHER_RUN,
     Breakdown,
@@ -89,6 +90,8 @@ class StepReport(BaseModel):
     attempts: int = 1
     error: str | None = None
     speculative: bool = False
+    model_choices: list[ModelChoice] = []
+    """The models policies chose for the step's calls (``Adaptive``), in call order."""
 
 
 class RunReport(BaseModel):
@@ -178,6 +181,13 @@ class RunReport(BaseModel):
             " predicted when the step started, ms from the run's start: what orders its"
             " priority)"
         )
+        for s in self.steps:
+            for c in s.model_choices:
+                lines.append(
+                    f"model choice in {s.name}: {c.policy} -> {c.model} ({c.why}; predicted "
+                    f"{f(None if c.predicted_ms is None else c.predicted_ms / ms)} ms, "
+                    f"budget {f(None if c.budget_ms is None else c.budget_ms / ms)} ms)"
+                )
         return "\n".join(lines)
 
     def _observed_text(self) -> list[str]:
@@ -293,6 +303,7 @@ def build_report(run: Run) -> RunReport:
                     critical=r.name in on_path, priority=r.priority,
                     predicted_slack=r.predicted_slack, resource=r.resource, attempts=r.attempts,
                     error=r.error, speculative=r.speculative,
+                    model_choices=list(r.ctx.model_choices) if r.ctx is not None else [],
                 )
             )  # fmt: skip
     makespan = run.makespan if run.makespan is not None else run.now()

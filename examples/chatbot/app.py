@@ -25,6 +25,10 @@ Configuration (environment variables):
 - ``CHATBOT_MAX_CHARS`` (default 4000): longest message accepted;
   ``CHATBOT_MAX_TOKENS`` (default 256): longest answer.
 - ``CHATBOT_TIME_SCALE`` (default 1.0): the simulated fleet's speed.
+- ``CHATBOT_SLO`` (default 30 seconds; empty: none): the time an answer may take. The
+  strong side is ``Adaptive([strong, draft])``: under a burst, when the strong model
+  is predicted to miss it, the draft model gives the final answer instead of a late
+  one.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from critpath.adapters import Model, OpenAICompatible, Usage, make_request
+from critpath.adapters import Adaptive, Model, OpenAICompatible, Usage, make_request
 from critpath.adapters.sim import FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.answers import Answer
 from critpath.adapters.sim.wire import APIError, ResponseEncoder, error_body, parse_request
@@ -74,6 +78,7 @@ class ChatConfig:
     max_chars: int = 4000
     max_tokens: int = 256
     time_scale: float = 1.0
+    slo: float | None = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatConfig:
@@ -86,6 +91,7 @@ class ChatConfig:
             max_chars=int(e.get("CHATBOT_MAX_CHARS", "4000")),
             max_tokens=int(e.get("CHATBOT_MAX_TOKENS", "256")),
             time_scale=float(e.get("CHATBOT_TIME_SCALE", "1.0")),
+            slo=float(e.get("CHATBOT_SLO", "30")) if e.get("CHATBOT_SLO", "30") else None,
         )
 
 
@@ -154,7 +160,8 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
     """The chat service (``config``: from the environment when omitted)."""
     cfg = config or ChatConfig.from_env()
     draft, strong, clients = _models(cfg)
-    refine = build_refine([draft, strong], name=MODEL_NAME)
+    in_time = Adaptive([strong, draft], slo=cfg.slo, name=strong.name)  # lighter under a burst
+    refine = build_refine([draft, in_time], name=MODEL_NAME)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -130,6 +130,12 @@ class FleetService:
             waiting[name] = float(sum(s.waiting for s in schedulers))
             usage[name] = running[name] / sum(s.slots for s in schedulers)
         c = self.counters
+        queries: dict[str, float] = {}
+        hits: dict[str, float] = {}
+        for name in names:
+            caches = [r.prefix_cache for r in self.fleet.replicas(name)]
+            queries[name] = float(sum(pc.queries for pc in caches if pc is not None))
+            hits[name] = float(sum(pc.hits for pc in caches if pc is not None))
         families: list[tuple[str, str, str, dict[str, float]]] = [
             (
                 "vllm:num_requests_running",
@@ -154,6 +160,18 @@ class FleetService:
                 "counter",
                 "Count of successfully processed requests.",
                 {n: c[n].success for n in names},
+            ),
+            (
+                "vllm:prefix_cache_queries_total",
+                "counter",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                queries,
+            ),
+            (
+                "vllm:prefix_cache_hits_total",
+                "counter",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                hits,
             ),
             (
                 "critpath_sim_requests_total",

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.sim.answers import Answer, AnswerSource, answer_text, stable_rng
+from critpath.adapters.sim.prefix_cache import PrefixCache, prompt_text
+from critpath.adapters.sim.prefix_cache import answer_text as as_assistant
 from critpath.adapters.sim.profiles import PROFILES, LatencyProfile
 from critpath.adapters.stats import EndpointStats
 from critpath.errors import ConfigError, ModelConnectionError, ModelError, ServerError
@@ -94,7 +96,9 @@ class SimulatedModel:
     while TTFT and end-to-end times stay exact); ``draw_by``: ``"arrival"`` (a
     request's random draws depend on its id and its arrival number, so a retry is a
     fresh draw) or ``"request"`` (on its id only: the same request id always takes the
-    same time, whatever else the replica served — for comparing arms of a benchmark).
+    same time, whatever else the replica served — for comparing arms of a benchmark);
+    ``prefix_cache``: the replica's prefix cache (``PrefixCache``; ``None``, the
+    default: none), whose cached tokens skip their share of the prefill.
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class SimulatedModel:
         replica: str = "0",
         stream_interval: int = 1,
         draw_by: str = "arrival",
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         if isinstance(profile, str):
             if profile not in PROFILES:
@@ -127,6 +132,7 @@ class SimulatedModel:
         self.replica = replica
         self.stream_interval = stream_interval
         self.draw_by = draw_by
+        self.prefix_cache = prefix_cache
         self.scheduler = SlotScheduler(profile.max_num_seqs)
         self.stats = EndpointStats()
         self._arrivals = itertools.count()
@@ -190,7 +196,11 @@ class SimulatedModel:
             try:
                 clock.accepted()
                 yield Chunk()
-                due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prompt_tokens) * (
+                prefill = prompt_tokens
+                if self.prefix_cache is not None:
+                    prompt = prompt_text(request)
+                    prefill -= min(prompt_tokens, self.prefix_cache.lookup(prompt, prompt_tokens))
+                due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prefill) * (
                     rng.lognormvariate(0.0, p.ttft_sigma)
                 )
                 await _sleep_until(loop, due)
@@ -224,6 +234,8 @@ class SimulatedModel:
                         usage=Usage(prompt_tokens, len(pieces)) if last else None,
                     )
                 complete = True
+                if self.prefix_cache is not None:  # the answer's blocks stay cached too
+                    self.prefix_cache.insert(prompt + as_assistant("".join(pieces)))
             finally:
                 self.scheduler.release()
             stats.record(clock.finish())

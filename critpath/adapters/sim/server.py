@@ -11,7 +11,9 @@
 - ``GET /v1/models``; ``GET /health``; ``GET /metrics``: Prometheus text with vLLM's
   names (``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc`` = running / slots, per ``model_name`` and summed over
-  its replicas) and request counters.
+  its replicas; ``vllm:prefix_cache_queries_total`` and ``vllm:prefix_cache_hits_total``
+  in tokens, when the replicas have prefix caches: ``--prefix-cache-blocks``) and
+  request counters.
 
 When things go wrong (``endpoints`` has the details):
 
@@ -103,10 +105,12 @@ def build_fleet(
     time_scale: float = 1.0,
     faults: dict[str, float] | None = None,
     max_num_seqs: int | None = None,
+    prefix_cache_blocks: int | None = None,
 ) -> Fleet:
     """The fleet ``critpath sim-server`` serves: synthetic models named by ``sizes``, or
     with ``data`` the recorded ``models`` (all of them by default), with ``faults``
-    (from ``parse_faults``) and ``max_num_seqs`` applied to every replica."""
+    (from ``parse_faults``) and ``max_num_seqs`` applied to every replica, and with
+    ``prefix_cache_blocks`` a prefix cache of that many blocks on each replica."""
     if data is not None:
         from critpath.strategies.data import recorded_dir  # the recorded format's lookup
 
@@ -127,7 +131,8 @@ def build_fleet(
     changes: dict[str, float | int] = dict(faults or {})
     if max_num_seqs is not None:
         changes["max_num_seqs"] = max_num_seqs
-    return fleet.with_profile(**changes) if changes else fleet
+    fleet = fleet.with_profile(**changes) if changes else fleet
+    return fleet.with_prefix_caching(prefix_cache_blocks) if prefix_cache_blocks else fleet
 
 
 # ---- the app ------------------------------------------------------------------------
