@@ -37,8 +37,9 @@ critpath's own (attributes in ``critpath.*``):
 - ``critpath.hedge.fired`` / ``critpath.hedge.won`` (counters, ``critpath.model``).
 - ``critpath.cascade.escalations`` (counter, ``critpath.model``, ``critpath.reason``).
 - ``critpath.vote.decided`` (counter, ``critpath.model``, ``critpath.stopped_early``).
-- ``critpath.requests.shed`` (counter, ``critpath.reason``): requests turned away by
-  admission control (record them with ``record_shed``).
+- ``critpath.requests.shed`` (counter, ``critpath.reason``, ``critpath.model``):
+  requests turned away by admission control (``Adaptive``'s ``LoadShedError``;
+  an application records its own with ``record_shed``).
 """
 
 from __future__ import annotations
@@ -289,6 +290,10 @@ def record_vote(model: str, *, stopped_early: bool) -> None:
     _votes.add(1, {"critpath.model": model, "critpath.stopped_early": stopped_early})
 
 
-def record_shed(reason: str) -> None:
-    """A request was turned away before any work (overload, deadline out of reach...)."""
-    _shed.add(1, {"critpath.reason": reason})
+def record_shed(reason: str, model: str | None = None) -> None:
+    """A request was turned away before any work (overload, deadline out of reach...),
+    by ``model`` when a model wrapper refused it (``Adaptive``)."""
+    attrs: dict[str, AttrValue] = {"critpath.reason": reason}
+    if model is not None:
+        attrs["critpath.model"] = model
+    _shed.add(1, attrs)

@@ -177,13 +177,14 @@ def end_run_span(run: Run, report: RunReport) -> None:
 
 
 def start_model_span(model: str, attributes: dict[str, Any]) -> trace.Span | None:
-    """A span ``critpath.attempt {model}`` for one attempt of a model call (an HTTP
-    request, an engine request) under the current span — the call's GenAI span
-    (``telemetry_genai.instrument_stream``) — or ``None`` when tracing is off. Never
+    """A span ``critpath.model {model}`` for critpath's own view of a model call — one
+    attempt inside a backend (an HTTP request, an engine request: a child of the call's
+    GenAI span, ``telemetry_genai.instrument_stream``) or a wrapper's decision
+    (``Adaptive``) — under the current span, or ``None`` when tracing is off. Never
     pass credentials in ``attributes``."""
     if not tracing_enabled():
         return None
-    return _tracer.start_span(f"critpath.attempt {model}", attributes=attributes)
+    return _tracer.start_span(f"critpath.model {model}", attributes=attributes)
 
 
 def end_model_span(
@@ -203,6 +204,7 @@ def end_model_span(
     if tokens is not None:
         span.set_attribute("critpath.completion_tokens", tokens)
     if error is not None:
+        span.set_attribute("critpath.error", type(error).__name__)
         span.set_attribute("error.type", type(error).__qualname__)
         span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200]))
     span.end()

@@ -21,7 +21,7 @@ a cascade's or a vote's — carrying:
   ``critpath.request_id``, ``critpath.ttft_ms``, ``critpath.e2e_ms``.
 
 Each attempt of the call (an HTTP request, an engine request) is a child span
-``critpath.attempt {name}`` (``critpath.telemetry.start_model_span``): retries show.
+``critpath.model {name}`` (``critpath.telemetry.start_model_span``): retries show.
 
 Prompt and answer text are recorded only when the user opts in with the environment
 variable ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (the variable

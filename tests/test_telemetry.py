@@ -180,7 +180,7 @@ async def test_model_calls_nest_under_their_step_span(
     attempts = [
         s
         for s in exporter.get_finished_spans()
-        if s.name == "critpath.attempt m"
+        if s.name == "critpath.model m"
         and s.parent is not None
         and s.parent.span_id == mine[0].context.span_id
     ]

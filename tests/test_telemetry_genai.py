@@ -107,7 +107,7 @@ async def test_agent_run_against_sim_server_follows_genai_conventions() -> None:
     assert "gen_ai.output.messages" not in a
     assert "error.type" not in a
     (attempt,) = children(spans, chat)
-    assert attempt.name == "critpath.attempt small"
+    assert attempt.name == "critpath.model small"
 
     (completion,) = children(spans, steps["critpath.step answer"])
     assert completion.name == "text_completion small"
