@@ -6,7 +6,7 @@ turns export on::
 
     critpath.metrics.enable_metrics("prometheus")   # or "otlp" (the otlp extra), "console"
 
-``"prometheus"`` registers the metrics with ``prometheus_client``'s default registry
+``"prometheus"`` (``pip install 'critpath[metrics]'``) registers the metrics with ``prometheus_client``'s default registry
 (through OpenTelemetry's Prometheus exporter): serve them with
 ``prometheus_client.start_http_server(port)``, or mount ``prometheus_text()`` on a
 route of your service. An application that installs its own ``MeterProvider`` gets
@@ -194,8 +194,10 @@ def enable_metrics(
 
     reader: MetricReader
     if exporter == "prometheus":
-        from opentelemetry.exporter.prometheus import PrometheusMetricReader
-
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        except ImportError as exc:  # pragma: no cover - depends on the extra
+            raise ConfigError("Prometheus export needs: pip install 'critpath[metrics]'") from exc
         reader = PrometheusMetricReader()
     elif exporter == "otlp":
         try:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 import pytest
+from fault_server import FaultServer, ok, status
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from otel_support import in_memory_spans, metric_points, metric_reader
@@ -23,8 +25,10 @@ from critpath.adapters import OpenAICompatible, complete, make_request
 from critpath.adapters.sim import Fleet, SimulatedModel
 from critpath.adapters.sim.server import SimServer
 from critpath.cascades import Cascade, FunctionScorer, Score, Tier, Vote
-from critpath.errors import ModelError, ServerError
+from critpath.errors import ModelError, ServerError, is_retryable
+from critpath.orchestrator.policy import RetryPolicy
 from critpath.telemetry_genai import CAPTURE_CONTENT_ENV, tool_span
+from critpath.tracelog import TraceContextFilter, add_trace_ids
 
 FAST = 0.01
 
@@ -274,3 +278,40 @@ async def test_model_errors_are_still_model_errors_through_the_instrumentation()
     with pytest.raises(ModelError) as info:
         await complete(failing, make_request(messages="hi", max_tokens=3))
     assert info.value.model == "broken2"
+
+
+async def test_log_records_carry_the_trace_and_span_of_the_call(
+    fault_server: FaultServer,
+) -> None:
+    in_memory_spans()
+    fault_server.push(status(503))
+    fault_server.scenario = ok(("Hi",))
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = add_trace_ids(Keep())
+    log = logging.getLogger("critpath.adapters.openai_http")
+    log.addHandler(handler)
+    old_level = log.level
+    log.setLevel(logging.INFO)
+    retry = RetryPolicy(attempts=2, initial=0, maximum=0, jitter=0, retry_if=is_retryable)
+    llm = OpenAICompatible(fault_server.base_url, "m", retry=retry)
+    try:
+        with telemetry.tracer().start_as_current_span("log-root") as root:
+            await complete(llm, make_request(messages="hi", max_tokens=2))
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(old_level)
+        await llm.aclose()
+    chat = next(s for s in trace_of(root) if s.name == "chat m")  # type: ignore[arg-type]
+    (retried,) = [r for r in records if r.getMessage().startswith("retrying")]
+    assert chat.context is not None
+    assert retried.otelTraceID == format(chat.context.trace_id, "032x")
+    assert retried.otelSpanID == format(chat.context.span_id, "016x")
+    assert f"trace_id={retried.otelTraceID}" in handler.format(retried)
+    outside = logging.LogRecord("critpath.x", logging.INFO, __file__, 1, "m", None, None)
+    assert TraceContextFilter().filter(outside)
+    assert outside.otelTraceID == "0"
