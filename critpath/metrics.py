@@ -6,8 +6,9 @@ turns export on::
 
     critpath.metrics.enable_metrics("prometheus")   # or "otlp" (the otlp extra), "console"
 
-``"prometheus"`` (``pip install 'critpath[metrics]'``) registers the metrics with ``prometheus_client``'s default registry
-(through OpenTelemetry's Prometheus exporter): serve them with
+``"prometheus"`` (``pip install 'critpath[metrics]'``) registers the metrics with
+``prometheus_client``'s default registry (through OpenTelemetry's Prometheus
+exporter): serve them with
 ``prometheus_client.start_http_server(port)``, or mount ``prometheus_text()`` on a
 route of your service. An application that installs its own ``MeterProvider`` gets
 critpath's metrics in it with no call at all.
