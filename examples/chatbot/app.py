@@ -11,6 +11,8 @@ Endpoints (Starlette; run it with ``python -m examples.chatbot`` or any ASGI ser
 - ``POST /v1/chat/completions``: OpenAI-compatible (streamed or not), answering with the
   final text (existing clients see a normal model named ``critpath-refine``).
 - ``GET /v1/models``, ``GET /healthz``.
+- ``GET /metrics``: Prometheus text (``examples/chatbot/metrics.py``): requests, in
+  flight, time to first token, draft and final latency, errors by type, shed requests.
 
 A client that disconnects cancels the whole answer: both model streams are closed, so
 a vLLM (or simulated) server aborts the generations at once.
@@ -58,6 +60,7 @@ from critpath.adapters.sim.wire import APIError, ResponseEncoder, error_body, pa
 from critpath.cascades import DraftDelta, Final, Revision
 from critpath.demo.strategies import DemoStrategy, build_refine, served_name
 from critpath.errors import InvalidRequestError, ModelError
+from examples.chatbot.metrics import ChatMetrics
 
 __all__ = ["ChatConfig", "create_app"]
 
@@ -162,6 +165,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
     draft, strong, clients = _models(cfg)
     in_time = Adaptive([strong, draft], slo=cfg.slo, name=strong.name)  # lighter under a burst
     refine = build_refine([draft, in_time], name=MODEL_NAME)
+    meter = ChatMetrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -217,7 +221,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
             # Starlette cancels this generator when the client goes away; closing the
             # refine stream then closes both model streams (the server aborts them).
             try:
-                async with aclosing(refine.events(req)) as stream:
+                async with aclosing(meter.watch_refine(refine.events(req))) as stream:
                     async for ev in stream:
                         if isinstance(ev, DraftDelta):
                             yield _sse("draft", {"text": ev.text, "t": ev.t})
@@ -263,7 +267,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
         if not parsed.stream:
             chunks = []
             try:
-                async with aclosing(refine.stream(req)) as stream:
+                async with aclosing(meter.watch_stream(refine.stream(req))) as stream:
                     async for chunk in stream:
                         chunks.append(chunk)
             except ModelError as exc:
@@ -278,7 +282,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
             usage = None
             try:
                 yield f"data: {json.dumps(encoder.role_chunk())}\n\n".encode()
-                async with aclosing(refine.stream(req)) as stream:
+                async with aclosing(meter.watch_stream(refine.stream(req))) as stream:
                     async for chunk in stream:
                         usage = chunk.usage or usage
                         if chunk.text or chunk.finish_reason:
@@ -292,6 +296,10 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
 
         return CancelOnDisconnect(sse(), media_type="text/event-stream")
 
+    async def metrics(_request: Request) -> Response:
+        text, content_type = meter.render()
+        return Response(text, media_type=content_type)
+
     async def models(_request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
             {"id": MODEL_NAME, "object": "model", "owned_by": "critpath"}]})  # fmt: skip
@@ -303,6 +311,7 @@ def create_app(config: ChatConfig | None = None) -> Starlette:
             Route("/chat", chat, methods=["POST"]),
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/models", models),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )
