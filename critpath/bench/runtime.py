@@ -342,7 +342,7 @@ async def _tracing_overhead(g: Graph, n: int, reps: int, seed: int) -> dict[str,
             assert telemetry.tracing_enabled() is on
             noop[on].append(await _time(g.run))
             busy[on].append(await _time(sleepy.run))
-        toggle.provider.force_flush()
+            toggle.provider.force_flush()  # no export thread left running into the next arm
     finally:
         toggle.close()
     off = statistics.median(noop[False]) / n * 1e6
