@@ -1,4 +1,5 @@
-"""The ``critpath`` command: ``demo``, ``loadtest``, ``bench``, ``report``, ``sim-server``.
+"""The ``critpath`` command: ``demo``, ``loadtest``, ``bench``, ``report``, ``sim-server``,
+``profile``.
 
 ``critpath bench NAME`` runs a benchmark that ships in the package (``critpath.bench``:
 found by name in its registry, never by a path); ``critpath bench`` lists them.
@@ -83,6 +84,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 # ---- loadtest -------------------------------------------------------------------------
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from critpath.profile.command import main as profile_main
+
+    return profile_main(args)
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
@@ -193,6 +200,7 @@ def _cmd_sim_server(args: argparse.Namespace) -> int:
             faults=parse_faults(args.faults) if args.faults else None,
             max_num_seqs=args.max_num_seqs,
             prefix_cache_blocks=args.prefix_cache_blocks,
+            profile=args.profile,
         )
     except ConfigError as exc:
         raise _UsageError(str(exc)) from None
@@ -291,7 +299,18 @@ def _parser() -> _Parser:
         "--prefix-cache-blocks", type=_at_least_one, default=None,
         help="a prefix cache of this many 16-token blocks per replica (default: none)",
     )  # fmt: skip
+    sim.add_argument(
+        "--profile", default=None, help="serve the model a `critpath profile --out` file measured"
+    )
     sim.set_defaults(func=_cmd_sim_server)
+
+    prof = sub.add_parser(
+        "profile", help="measure a model server's latency shape; write a simulator profile"
+    )
+    from critpath.profile.arguments import add_arguments as profile_arguments
+
+    profile_arguments(prof)
+    prof.set_defaults(func=_cmd_profile)
     return parser
 
 

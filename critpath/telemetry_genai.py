@@ -63,7 +63,7 @@ from opentelemetry import trace
 
 from critpath import metrics
 from critpath._clock import now as _now
-from critpath.orchestrator.context import current_step
+from critpath.orchestrator import context as _step_context  # a module: imported in a cycle
 
 if TYPE_CHECKING:
     from critpath.adapters.protocol import Chunk, ModelRequest
@@ -206,7 +206,7 @@ class _ModelCall:
             attrs["gen_ai.request.stop_sequences"] = list(r.stop)
         priority = r.priority
         if priority is None:
-            step = current_step()
+            step = _step_context.current_step()
             priority = step.priority if step is not None else None
         if priority is not None:
             attrs["critpath.priority"] = priority

@@ -17,11 +17,12 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from types import TracebackType
 
 import pytest
 
-__all__ = ["RedisServer", "redis_or_skip"]
+__all__ = ["RedisServer", "redis_fixture", "redis_or_skip"]
 
 
 def redis_or_skip() -> str:
@@ -110,3 +111,11 @@ class RedisServer:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+def redis_fixture() -> Iterator[RedisServer]:
+    """The body of a ``redis`` pytest fixture: a running server, or a skip (a failure
+    when ``CRITPATH_REQUIRE_REDIS=1``)."""
+    binary = redis_or_skip()
+    with RedisServer(binary) as server:
+        yield server

@@ -46,10 +46,7 @@ def test_key_ignores_how_a_request_is_served_not_what_it_asks() -> None:
         make_request(messages="hi", temperature=0, seed=1),
         make_request(messages="hi", temperature=0, stop=("x",)),
         make_request(messages="hi", temperature=0, logprobs=True),
-        make_request(messages="hi", temperature=0, extra_body={"tools": [{"type": "function"}]}),
-        make_request(
-            messages="hi", temperature=0, extra_body={"response_format": {"type": "json_object"}}
-        ),
+        make_request(messages="hi", temperature=0, extra_body={"top_k": 5}),
         make_request(
             messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}],
             temperature=0,
@@ -471,3 +468,32 @@ async def test_an_unreachable_redis_is_a_miss() -> None:
     assert len(model.calls) == 2
     assert cache.statistics().store_errors == 4
     await store.aclose()
+
+
+def test_requests_that_differ_only_in_tools_or_format_have_different_keys() -> None:
+    from pydantic import BaseModel
+
+    from critpath.adapters.request_keys import request_key
+
+    class Answer(BaseModel):
+        ok: bool
+
+    def lookup(city: str) -> str:
+        """Look a city up."""
+        return city
+
+    plain = make_request(messages="hi", temperature=0)
+    with_tool = make_request(messages="hi", temperature=0, tools=[lookup])
+    typed = make_request(messages="hi", temperature=0, response_format=Answer)
+    keys = {request_key("m", r) for r in (plain, with_tool, typed)}
+    assert len(keys) == 3
+
+
+def test_answers_that_call_tools_are_not_stored() -> None:
+    from critpath.adapters.cache import encode_answer
+    from critpath.adapters.protocol import Chunk
+    from critpath.adapters.tools import ToolCallDelta
+
+    call = ToolCallDelta(index=0, id="c1", name="lookup", arguments='{"city": "Oslo"}')
+    assert encode_answer([Chunk(text="", tool_calls=(call,), finish_reason="tool_calls")]) is None
+    assert encode_answer([Chunk(text="hi", tokens=1, finish_reason="stop")]) is not None

@@ -100,6 +100,23 @@ async def test_a_client_that_goes_away_is_counted_and_leaves_nothing_in_flight()
     assert s[("chatbot_errors_total", (("type", "client_disconnected"),))] == 1
 
 
+async def test_requests_shed_by_admission_control_are_counted() -> None:
+    busy = ChatConfig(time_scale=1.0, max_concurrency=1, max_queue=0)
+    async with (
+        chat_server(busy) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+        client.stream("POST", "/chat", json={"message": "Hi"}) as first,
+    ):
+        async for line in first.aiter_lines():
+            if line.startswith("event: draft"):
+                break  # admitted and answering: the one slot is taken
+        second = await client.post("/chat", json={"message": "And me?"})
+        assert second.status_code == 503
+        s = samples((await client.get("/metrics")).text)
+    assert s[("chatbot_shed_total", (("reason", "admission"),))] == 1
+    assert s[("chatbot_requests_total", (("endpoint", "chat"),))] == 1  # the shed one never began
+
+
 # ---- a real Prometheus ---------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 - ``protocol``: ``Model`` (one streaming method), ``ModelRequest``, ``Chunk``...
 - ``completion``: ``complete(model, request)``, the stream consumed, with timings.
-- ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI.
+- ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI;
+  ``bounded`` (``ResponseLimits``) and ``redact`` keep a hostile server's answers
+  bounded and the adapter's secrets out of its errors.
 - ``vllm_engine``: ``VLLMEngine``, the in-process vLLM engine (optional extra).
 - ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
 - ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``;
@@ -17,6 +19,7 @@
 from typing import TYPE_CHECKING
 
 from critpath.adapters.adaptive import Adaptive, Candidate, LoadShedError, record_decisions
+from critpath.adapters.bounded import ResponseLimits
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
 from critpath.adapters.openai_http import OpenAICompatible, Timeouts
@@ -57,6 +60,7 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "ReplicaStatistics",
+    "ResponseLimits",
     "SSEDecoder",
     "ServerLoad",
     "SimulatedModel",

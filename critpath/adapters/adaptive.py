@@ -66,7 +66,7 @@ from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats, StreamClock
 from critpath.adapters.wrapper import WrapperModel
 from critpath.deadlines import remaining
-from critpath.errors import ConfigError, ModelError
+from critpath.errors import ConfigError, LoadShedError, ModelError
 from critpath.estimates import LatencyEstimate
 from critpath.orchestrator.context import ModelChoice, current_step
 
@@ -88,19 +88,6 @@ __all__ = [
 FINISH_DEADLINE = "deadline"
 """The finish reason of an answer cut short because ``max_tokens`` was capped to fit
 the time left."""
-
-
-class LoadShedError(ModelError):
-    """Refused: no candidate was predicted to answer within the time left
-    (``OnMiss.SHED``). ``predicted`` and ``budget`` in seconds."""
-
-    def __init__(self, name: str, predicted: float | None, budget: float) -> None:
-        pred = "unknown" if predicted is None else f"{predicted * 1000:.0f} ms"
-        super().__init__(
-            f"{name}: shed, predicted {pred} > budget {budget * 1000:.0f} ms", model=name
-        )
-        self.predicted = predicted
-        self.budget = budget
 
 
 @dataclass(frozen=True, slots=True)

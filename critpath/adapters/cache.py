@@ -184,9 +184,10 @@ class Cache(WrapperModel):
 
 
 def encode_answer(chunks: list[Chunk]) -> bytes | None:
-    """A finished answer (some chunk has a ``finish_reason``) as bytes; else ``None``."""
+    """A finished answer (some chunk has a ``finish_reason``) as bytes; else ``None``.
+    Answers that call tools are not stored: a call's id belongs to one conversation."""
     finish = next((c.finish_reason for c in reversed(chunks) if c.finish_reason), None)
-    if finish is None:
+    if finish is None or any(c.tool_calls for c in chunks):
         return None
     usage = next((c.usage for c in reversed(chunks) if c.usage is not None), None)
     logprobs: list[Any] | None = None

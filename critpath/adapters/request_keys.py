@@ -1,9 +1,10 @@
 """Canonical request keys: which requests are the same question, for caches and coalescing.
 
 The key of a request is the digest of what determines its answer: the model's name, the
-messages (role, content, name) or the prompt, ``max_tokens``, the sampling fields that
-are set (temperature, top_p, seed, stop), logprobs, and ``extra_body`` (where tools,
-``response_format`` and server-specific sampling such as ``top_k`` travel). Never the
+messages (role, content, name, tool calls and tool results) or the prompt,
+``max_tokens``, the sampling fields that are set (temperature, top_p, seed, stop),
+logprobs, the tools, tool choice and ``response_format`` (as the wire sends them), and
+``extra_body`` (server-specific sampling such as ``top_k``). Never the
 ``request_id``, ``priority`` or ``timeout``: they change how a request is served, not
 what it answers.
 
@@ -25,12 +26,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from critpath.adapters.openai_tools import message_json, request_fields
 from critpath.adapters.protocol import ModelRequest
 from critpath.caching.keys import digest
 
 __all__ = ["KEY_VERSION", "is_deterministic", "request_key", "request_key_fields"]
 
-KEY_VERSION = "critpath.request.v1"
+KEY_VERSION = "critpath.request.v2"
 """Namespace of request keys; changes when the key's content does."""
 
 
@@ -38,15 +40,13 @@ def request_key_fields(model: str, request: ModelRequest) -> dict[str, Any]:
     """What the key is made of, as plain JSON-able data."""
     fields: dict[str, Any] = {"model": model, "max_tokens": request.max_tokens}
     if request.messages is not None:
-        fields["messages"] = [
-            {"role": m.role, "content": m.content, **({"name": m.name} if m.name else {})}
-            for m in request.messages
-        ]
+        fields["messages"] = [message_json(m) for m in request.messages]
     else:
         fields["prompt"] = request.prompt
     fields["sampling"] = request.sampling()
     if request.logprobs:
         fields["logprobs"] = request.top_logprobs or 0
+    fields.update(request_fields(request))  # tools, tool choice, response format
     if request.extra_body:
         fields["extra_body"] = request.extra_body
     return fields

@@ -24,6 +24,7 @@ import socket
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -75,14 +76,20 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _batch(
-    call: Call, n: int, concurrency: int
+    call: Call, n: int, concurrency: int, failed: Counter[str] | None = None
 ) -> tuple[float, list[tuple[float, float, int]]]:
+    """``n`` calls, ``concurrency`` at a time; a call that fails is counted in ``failed``
+    (by exception type) and the others go on: one failure never stops the benchmark."""
     results: list[tuple[float, float, int]] = []
     queue = iter(range(n))
+    failures = failed if failed is not None else Counter()
 
     async def worker() -> None:
         for _ in queue:
-            results.append(await call())
+            try:
+                results.append(await call())
+            except Exception as exc:  # a busy or broken server: counted, reported
+                failures[type(exc).__name__] += 1
 
     t = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
@@ -165,9 +172,10 @@ async def _measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
     per_round = max(1, args.requests // args.rounds)
     wall = dict.fromkeys(sides, 0.0)
     samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
+    failed: dict[str, Counter[str]] = {k: Counter() for k in sides}
     for _ in range(args.rounds):
         for name, call in sides.items():
-            took, res = await _batch(call, per_round, args.concurrency)
+            took, res = await _batch(call, per_round, args.concurrency, failed[name])
             wall[name] += took
             samples[name] += res
     await ours.aclose()
@@ -182,6 +190,9 @@ async def _measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
     for name in sides:
         lat = [s[0] * 1000 for s in samples[name]]
         ttft = [s[1] * 1000 for s in samples[name]]
+        out[f"{name}_failed"] = dict(failed[name])
+        if not lat:
+            raise ConfigError(f"every {name} request failed: {dict(failed[name])}")
         out[f"{name}_rps"] = len(lat) / wall[name]
         out[f"{name}_latency_ms"] = {"p50": statistics.median(lat), "p99": _pct(lat, 0.99)}
         out[f"{name}_ttft_ms"] = {"p50": statistics.median(ttft), "p99": _pct(ttft, 0.99)}
@@ -217,4 +228,9 @@ def render(r: dict[str, Any]) -> str:
             f"p99 {r['p99_ratio_vs_openai_client']:.3f}",
         ]
     lines.append(f"critpath parsed {r['sse_chunks_per_s']:.0f} SSE chunks/s")
+    for side in ("critpath", "openai"):
+        failed = r.get(f"{side}_failed")
+        if failed:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
+            lines.append(f"{side}: failed requests (not in the figures above): {kinds}")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ from critpath.orchestrator.speculation import (
 )
 from critpath.orchestrator.states import RunStatus, StepStatus
 from critpath.orchestrator.streams import ItemTracker
+from critpath.orchestrator.substeps import SubStepKind, SubStepRecord, SubSteps
 
 __all__ = [
     "NO_FALLBACK",
@@ -80,6 +81,9 @@ __all__ = [
     "StepReport",
     "StepSkipped",
     "StepSpec",
+    "SubStepKind",
+    "SubStepRecord",
+    "SubSteps",
     "StepStarted",
     "StepStatus",
     "analyse",

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from critpath.orchestrator.substeps import SubSteps
+
 __all__ = [
     "PRIORITY_EPOCH",
     "ModelChoice",
@@ -90,11 +92,17 @@ class StepContext:
     - ``latest_finish``: the latest event-loop time the step can finish and the run still
       meet its deadline (by the predicted durations of the steps after it), or ``None``;
     - ``model_choices``: the models policies chose for this step's calls (in the report).
+    - ``substeps``: the step's own parts (model turns, tool calls) as it records them
+      (``critpath.orchestrator.substeps``); they appear in the run's report, timeline
+      and trace.
     """
 
     __slots__ = (
+        "_defer_spans",
         "_emit",
+        "_origin",
         "_partial",
+        "_substeps",
         "attempt",
         "deadline",
         "item",
@@ -122,6 +130,9 @@ class StepContext:
         deadline: float | None,
         resource: str | None,
         emit: Callable[[str, Any, bool], None],
+        *,
+        origin: float = 0.0,
+        defer_spans: bool = False,
     ) -> None:
         self.step = step
         self.name = name
@@ -139,6 +150,20 @@ class StepContext:
         self.model_choices: list[ModelChoice] = []
         self._emit = emit
         self._partial: Any = _NONE
+        self._origin = origin
+        self._defer_spans = defer_spans
+        self._substeps: SubSteps | None = None
+
+    @property
+    def substeps(self) -> SubSteps:
+        """This step's sub-steps (made on first use), timed from the run's start."""
+        if self._substeps is None:
+            self._substeps = SubSteps(self._origin, defer_spans=self._defer_spans)
+        return self._substeps
+
+    @property
+    def has_substeps(self) -> bool:
+        return self._substeps is not None and len(self._substeps) > 0
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline (may be negative), or ``None``."""

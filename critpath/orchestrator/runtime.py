@@ -690,6 +690,7 @@ class Run:
         rec.ctx = ctx = StepContext(
             node.name, rec.name, rec.item, self.run_id, priority, slack,
             self._deadline_at, node.step.resource, self._emit_partial,
+            origin=self._t0, defer_spans=self._span is not None,
         )  # fmt: skip
         ctx.speculative = rec.speculative
         if self._due_by_deadline is not None:  # the deadline less the predicted rest

@@ -11,8 +11,9 @@ answer's stream in ``watch_refine`` (``/chat``) or ``watch_stream``
   to the final answer (``draft`` or ``revision``);
 - ``chatbot_errors_total{type}``: answers that failed, by exception class (a client
   that goes away is ``client_disconnected``);
-- ``chatbot_shed_total{policy}``: requests refused because no model was predicted
-  to answer in time (``Adaptive``'s load shedding, by its policy).
+- ``chatbot_shed_total{reason}``: requests refused: ``admission`` (the service's
+  admission control answered 503), or the policy of an ``Adaptive`` that found no
+  model predicted to answer in time.
 
 ``render()`` appends ``prometheus_client``'s default registry, so critpath's own
 metrics (``critpath.metrics.enable_metrics("prometheus")``) come out of the same
@@ -77,7 +78,7 @@ class ChatMetrics:
         )  # fmt: skip
         self.errors = Counter("chatbot_errors", "Answers that failed", ["type"], registry=r)
         self.shed = Counter(
-            "chatbot_shed", "Requests refused as predicted late", ["policy"], registry=r
+            "chatbot_shed", "Requests refused under load", ["reason"], registry=r
         )
 
     def render(self) -> tuple[bytes, str]:
