@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -20,9 +22,10 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from otel_support import in_memory_spans, metric_points, metric_reader
 
-from critpath import Graph, telemetry
+from critpath import Graph, telemetry, telemetry_genai
 from critpath.adapters import OpenAICompatible, complete, make_request
 from critpath.adapters.sim import Fleet, SimulatedModel
+from critpath.adapters.sim.profiles import PROFILES
 from critpath.adapters.sim.server import SimServer
 from critpath.cascades import Cascade, FunctionScorer, Score, Tier, Vote
 from critpath.errors import ModelError, ServerError, is_retryable
@@ -186,7 +189,6 @@ async def test_content_is_recorded_only_when_the_user_opts_in(
 
 async def test_a_failed_call_has_error_type_and_a_failed_tool_too() -> None:
     in_memory_spans()
-    from critpath.adapters.sim.profiles import PROFILES
 
     failing = SimulatedModel(
         "broken", profile=dataclasses.replace(PROFILES["small"], error_p=1.0), time_scale=FAST
@@ -270,7 +272,6 @@ async def test_cascades_and_votes_are_parents_of_their_tier_and_voter_calls() ->
 async def test_model_errors_are_still_model_errors_through_the_instrumentation() -> None:
     # the wrapper must not change what the caller sees
     in_memory_spans()
-    from critpath.adapters.sim.profiles import PROFILES
 
     failing = SimulatedModel(
         "broken2", profile=dataclasses.replace(PROFILES["small"], error_p=1.0), time_scale=FAST
@@ -315,3 +316,26 @@ async def test_log_records_carry_the_trace_and_span_of_the_call(
     outside = logging.LogRecord("critpath.x", logging.INFO, __file__, 1, "m", None, None)
     assert TraceContextFilter().filter(outside)
     assert outside.otelTraceID == "0"
+
+
+@pytest.mark.parametrize("tracing", [True, False])
+async def test_a_stream_closed_early_is_aborted_at_the_instrumented_server(
+    tracing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_memory_spans()
+    metric_reader()  # metrics on: calls are instrumented even with tracing off
+    if not tracing:
+        monkeypatch.setattr(telemetry_genai, "_tracing_on", lambda: False)
+    async with SimServer(Fleet.synthetic(["small"], time_scale=0.05)) as server:
+        llm = OpenAICompatible(server.base_url, "small", retry=None)
+        try:
+            async with aclosing(llm.stream(make_request(prompt="long", max_tokens=200))) as s:
+                await anext(s)  # the server accepted it and is generating
+            replica = server.fleet.models["small"][0]
+            deadline = time.monotonic() + 10
+            while replica.aborted == 0:  # the server notices the disconnect on its own
+                assert time.monotonic() < deadline, "the closed stream was not aborted"
+                await asyncio.sleep(0.01)
+        finally:
+            await llm.aclose()
+    assert replica.aborted == 1
