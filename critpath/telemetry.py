@@ -18,6 +18,11 @@ path and its breakdown (``critpath.path_work_ms``, ``critpath.resource_wait_ms``
 ``critpath.orchestrator.observed``). A step's sub-steps (an agent's model turns and
 tool calls) are spans under it (``critpath.substep``, ``critpath.kind``), ended with
 the run too, with ``critpath.critical`` and ``critpath.slack_ms`` among its sub-steps.
+
+Model calls, tool calls, cascades and votes follow the OpenTelemetry GenAI conventions
+(``chat {model}``, ``execute_tool {name}``...): see ``critpath.telemetry_genai``, whose
+``tool_span`` and ``decision_span`` are re-exported here. Metrics: ``critpath.metrics``;
+trace ids in log records: ``critpath.tracelog``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from critpath.errors import ConfigError
+from critpath.telemetry_genai import capture_content, decision_span, tool_span
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -35,7 +41,16 @@ if TYPE_CHECKING:
     from critpath.orchestrator.report import RunReport, StepRecord, StepReport
     from critpath.orchestrator.runtime import Run
 
-__all__ = ["enable_tracing", "end_model_span", "start_model_span", "tracer", "tracing_enabled"]
+__all__ = [
+    "capture_content",
+    "decision_span",
+    "enable_tracing",
+    "end_model_span",
+    "start_model_span",
+    "tool_span",
+    "tracer",
+    "tracing_enabled",
+]
 
 _tracer = trace.get_tracer("critpath")
 
@@ -185,8 +200,11 @@ def _end_substep_spans(run: Run, rec: StepRecord, s: StepReport) -> None:
 
 
 def start_model_span(model: str, attributes: dict[str, Any]) -> trace.Span | None:
-    """A span for one model call, under the current span (e.g. the step's), or ``None``
-    when tracing is off. Never pass credentials in ``attributes``."""
+    """A span ``critpath.model {model}`` for critpath's own view of a model call — one
+    attempt inside a backend (an HTTP request, an engine request: a child of the call's
+    GenAI span, ``telemetry_genai.instrument_stream``) or a wrapper's decision
+    (``Adaptive``) — under the current span, or ``None`` when tracing is off. Never
+    pass credentials in ``attributes``."""
     if not tracing_enabled():
         return None
     return _tracer.start_span(f"critpath.model {model}", attributes=attributes)
@@ -210,5 +228,6 @@ def end_model_span(
         span.set_attribute("critpath.completion_tokens", tokens)
     if error is not None:
         span.set_attribute("critpath.error", type(error).__name__)
+        span.set_attribute("error.type", type(error).__qualname__)
         span.set_status(trace.Status(trace.StatusCode.ERROR, str(error)[:200]))
     span.end()

@@ -122,3 +122,19 @@ def test_recorded_data_is_found_by_path_env_or_beside_the_checkout(
         with pytest.raises(ConfigError, match="pass --data DIR") as info:
             recorded_dir()
         assert str(beside) in str(info.value)
+
+
+def test_runtime_times_tracing_on_and_off_side_by_side() -> None:
+    # a fresh process: the benchmark switches its own tracer provider on and off
+    tiny = ["--steps", "40", "--reps", "2", "--no-langgraph", "--dags", "1", "--dag-steps", "4"]
+    out = subprocess.run(
+        [sys.executable, "-m", "critpath.cli", "bench", "runtime", "--json", "--tracing", *tiny],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    t = json.loads(out.stdout)["tracing"]
+    assert t["runs_per_arm"] == 2
+    assert t["off_us_per_step"] > 0
+    assert t["on_over_off"] == pytest.approx(t["on_us_per_step"] / t["off_us_per_step"])
+    # spans were made only with tracing on: 40 steps + a run per traced no-op run (3),
+    # 30 steps + a run per traced sleepy run (2)
+    assert t["spans_exported"] == 3 * 41 + 2 * 31

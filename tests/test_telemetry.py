@@ -168,14 +168,24 @@ async def test_model_calls_nest_under_their_step_span(
     assert result.output == "Hello there"
     run_id = result.report.run_id
     step = next(s for s in spans_of(exporter, run_id) if s.name == "critpath.step ask")
-    calls = [s for s in exporter.get_finished_spans() if s.name == "critpath.model m"]
+    calls = [s for s in exporter.get_finished_spans() if s.name == "chat m"]
     mine = [s for s in calls if s.parent is not None and s.parent.span_id == step.context.span_id]
     assert len(mine) == 1
     attrs = dict(mine[0].attributes or {})
-    assert attrs["critpath.completion_tokens"] == 2
+    assert attrs["gen_ai.usage.output_tokens"] == 2
     assert "critpath.ttft_ms" in attrs
     assert attrs["critpath.priority"] == result.report.step("ask").priority
     assert all("sk-secret" not in str(v) for v in attrs.values())  # never the API key
+    # its one HTTP attempt is a child of the call
+    attempts = [
+        s
+        for s in exporter.get_finished_spans()
+        if s.name == "critpath.model m"
+        and s.parent is not None
+        and s.parent.span_id == mine[0].context.span_id
+    ]
+    assert len(attempts) == 1
+    assert all("sk-secret" not in str(v) for v in (attempts[0].attributes or {}).values())
 
 
 async def test_sub_steps_are_spans_under_their_step(exporter: InMemorySpanExporter) -> None:

@@ -56,7 +56,7 @@ from contextlib import aclosing, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
-from critpath import telemetry
+from critpath import metrics, telemetry
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.brownout import Brownout, OnMiss, Outlook, Why, choose, predict
 from critpath.adapters.completion import Completion, complete
@@ -350,6 +350,7 @@ class Adaptive(WrapperModel):
         index = decision.index
         if index is None:
             assert decision.budget_s is not None
+            metrics.record_shed("predicted_late", self._name)
             raise LoadShedError(self._name, decision.predicted_s, decision.budget_s)
         st = self._states[index]
         sent = request

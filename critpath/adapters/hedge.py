@@ -28,6 +28,7 @@ import math
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
+from critpath import metrics
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.logs import get_logger
 from critpath.adapters.pool import Lease, Pool
@@ -307,6 +308,7 @@ class Hedge(WrapperModel):
                 raise errors[0]
             if winner.hedge:
                 self._won += 1
+                metrics.record_hedge(self._name, won=True)
             if len(copies) > 1:
                 _log.debug(
                     "hedge %s: request %s: the %s copy on %s won",
@@ -340,6 +342,7 @@ class Hedge(WrapperModel):
             )  # fmt: skip
             return False
         self._fired += 1
+        metrics.record_hedge(self._name, won=False)
         copy = self._launch(request, hedge=True, avoid=[c.lease.index for c in copies])
         copies.append(copy)
         _log.debug(

@@ -77,6 +77,7 @@ from critpath.errors import (
 )
 from critpath.orchestrator.context import current_step
 from critpath.orchestrator.policy import RetryPolicy, call_with_retry
+from critpath.telemetry_genai import ModelTarget, instrument_stream
 
 __all__ = ["OpenAICompatible", "ResponseLimits", "Timeouts"]
 
@@ -197,6 +198,10 @@ class OpenAICompatible:
 
     # ---- the protocol ---------------------------------------------------------------
 
+    def genai_target(self) -> ModelTarget:
+        return ModelTarget("vllm" if self.vllm else "openai", self.model, self.base_url)
+
+    @instrument_stream
     async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         total_at = self._total_deadline(loop, request)

@@ -4,13 +4,16 @@ vLLM exports ``vllm:num_requests_running``, ``vllm:num_requests_waiting`` and
 ``vllm:kv_cache_usage_perc`` (``vllm:gpu_cache_usage_perc`` in older releases);
 SGLang exports ``sglang:num_running_reqs`` and ``sglang:num_queue_reqs``. Values of
 the same metric with different labels (several engines) are summed, except cache
-usage, which is averaged.
+usage, which is averaged. The text is parsed by ``prometheus_client`` (the official
+client's parser: labels with escapes, timestamps, NaN/Inf, exemplars).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from critpath.errors import MalformedResponse
 
@@ -35,35 +38,22 @@ class ServerLoad:
 
 
 def parse_metrics(text: str, *, model: str | None = None) -> dict[str, list[float]]:
-    """Metric name -> the values of its samples (labels dropped). Comments skipped.
+    """Metric name -> the values of its samples (labels dropped), parsed by
+    ``prometheus_client``'s text parser; text it rejects is ``MalformedResponse``.
 
     With ``model``, samples labelled with another ``model_name`` are left out (a server
     serving several models reports each one's load); unlabelled samples are kept.
     """
     out: dict[str, list[float]] = {}
-    mine = None if model is None else f'model_name="{model}"'
-
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if "{" in line:
-            name, _, rest = line.partition("{")
-            labels, brace, tail = rest.rpartition("}")
-            if not brace:
-                raise MalformedResponse(f"malformed metrics line: {line[:120]!r}")
-            if mine is not None and "model_name=" in labels and mine not in labels:
-                continue
-        else:
-            name, _, tail = line.partition(" ")
-        parts = tail.split()
-        if not parts:
-            raise MalformedResponse(f"metrics line without a value: {line[:120]!r}")
-        try:
-            value = float(parts[0])
-        except ValueError as exc:
-            raise MalformedResponse(f"metrics value is not a number: {line[:120]!r}") from exc
-        out.setdefault(name.strip(), []).append(value)
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                named = sample.labels.get("model_name")
+                if model is not None and named is not None and named != model:
+                    continue
+                out.setdefault(sample.name, []).append(float(sample.value))
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise MalformedResponse(f"malformed Prometheus metrics text: {exc}") from exc
     return out
 
 

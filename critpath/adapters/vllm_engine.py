@@ -44,6 +44,7 @@ from critpath.errors import (
     ServerError,
 )
 from critpath.orchestrator.context import current_step
+from critpath.telemetry_genai import ModelTarget, instrument_stream
 
 __all__ = ["VLLMEngine"]
 
@@ -154,6 +155,10 @@ class VLLMEngine:
         except (TypeError, ValueError) as exc:
             raise BadRequest(f"invalid sampling parameters: {exc}", model=self.name) from exc
 
+    def genai_target(self) -> ModelTarget:
+        return ModelTarget("vllm", self.name)
+
+    @instrument_stream
     async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         prompt = self._prompt(request)
         params = self._sampling(request)

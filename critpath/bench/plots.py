@@ -1,7 +1,13 @@
 """Small self-contained SVG charts (no plotting library): scatter and line plots.
 
 Used by benchmarks and load tests to draw accuracy against latency, or latency
-against offered load. Axes may be logarithmic; every point is labelled or listed in a
+against offered load.
+
+Why not matplotlib: the benchmarks ship in the wheel and draw their charts with the
+core dependencies only, and matplotlib (with numpy, Pillow and its fonts, tens of
+MB) would make plots an extra for two chart kinds; the SVG written here is small,
+byte-for-byte deterministic for the same figures (charts in docs/ diff cleanly) and
+needs no backend or font cache. Axes may be logarithmic; every point is labelled or listed in a
 legend, so the chart reads without the table beside it.
 
 >>> svg = scatter_svg([Point("a", 100.0, 0.5), Point("b", 900.0, 0.7)],

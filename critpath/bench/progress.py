@@ -1,5 +1,11 @@
 """A dependency-free progress bar on stderr (only when stderr is a terminal, or forced).
 
+Why not tqdm or rich: the demo and the benchmarks ship in the wheel and run with the
+core dependencies only; one bar that redraws a line at most ten times a second is not
+worth a core dependency (rich brings pygments and markdown-it; tqdm is small, but
+this needs none of its features: no nesting, no notebooks, no rate estimation), and
+the tests pin what is written where (nothing when stderr is not a terminal).
+
 >>> bar = Progress(10, "demo", enabled=False)
 >>> bar.advance(3); bar.done
 3

@@ -16,6 +16,13 @@ Three measurements, in one process, one run:
    supersteps the chain waits for the slow step at every level; as-soon-as-ready it
    does not.
 
+With ``--tracing``, the no-op DAG also runs with OpenTelemetry tracing on (an SDK
+tracer provider whose batch processor hands every span to an exporter that drops
+it), alternating run by run with tracing off, so both arms see the same machine
+load: ``tracing.on_over_off`` is the ratio of the no-op DAG's per-step medians and
+``tracing.random_dag_on_over_off`` that of a 30-step DAG of 20-80 ms steps' makespans
+(see ``_TracingToggle`` for how one process switches tracing on and off).
+
 LangGraph is a peer, not a dependency: when it is not installed (or with
 ``--no-langgraph``) its side is reported as skipped (``"langgraph": {"skipped": ...}``)
 and critpath's figures are measured alone.
@@ -30,7 +37,7 @@ import gc
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from critpath import Graph
@@ -192,6 +199,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dags", type=int, default=20, help="random DAGs for efficiency (>= 1)")
     parser.add_argument("--dag-steps", type=int, default=30)
     parser.add_argument("--no-langgraph", action="store_true", help="skip the LangGraph side")
+    parser.add_argument(
+        "--tracing", action="store_true", help="also time the no-op DAG with tracing on vs off"
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -233,6 +243,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["langgraph_overhead_us_per_step"] = lg
         result["overhead_ratio_vs_langgraph"] = lg / result["overhead_us_per_step"]
 
+    if getattr(args, "tracing", False):
+        result["tracing"] = await _tracing_overhead(g, n, max(args.reps, 2), args.seed)
+
     effs: dict[bool, list[float]] = {True: [], False: []}
     effs_measured: list[float] = []
     cps: list[float] = []
@@ -267,6 +280,85 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+class _TracingToggle:
+    """Switches OpenTelemetry tracing on and off in one process.
+
+    OpenTelemetry allows one global tracer provider per process, set once; critpath
+    traces only while one is installed (``telemetry.tracing_enabled``). To compare
+    both arms under the same machine load, this sets and clears the API's global
+    (``opentelemetry.trace._TRACER_PROVIDER``, a private name: a benchmark's tool, never
+    the library's). It refuses to run where the application installed a provider."""
+
+    def __init__(self) -> None:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        if trace._TRACER_PROVIDER is not None:
+            raise ConfigError("--tracing needs a process without a tracer provider")
+        exported = [0]
+
+        class _Drop(SpanExporter):
+            def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+                exported[0] += len(spans)
+                return SpanExportResult.SUCCESS
+
+        self.exported = exported
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(BatchSpanProcessor(_Drop(), max_queue_size=1 << 16))
+
+    def set(self, on: bool) -> None:
+        from opentelemetry import trace
+
+        trace._TRACER_PROVIDER = self.provider if on else None
+
+    def close(self) -> None:
+        self.set(False)
+        self.provider.shutdown()
+
+
+async def _tracing_overhead(g: Graph, n: int, reps: int, seed: int) -> dict[str, Any]:
+    """Tracing off and on, alternating run by run: the median per-step time of the
+    no-op DAG ``g`` (``n`` steps), and the makespan of a random DAG of 30 steps that
+    sleep 20-80 ms each (steps that do something)."""
+    from critpath import telemetry
+
+    dag, durations = random_dag(30, seed)
+    sleepy = critpath_graph(dag, durations, precise=True)
+    toggle = _TracingToggle()
+    noop: dict[bool, list[float]] = {False: [], True: []}
+    busy: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for on in (True, False):  # a warm-up run of each arm
+            toggle.set(on)
+            await g.run()
+        for i in range(2 * reps):
+            on = i % 2 == 1
+            toggle.set(on)
+            assert telemetry.tracing_enabled() is on
+            noop[on].append(await _time(g.run))
+            busy[on].append(await _time(sleepy.run))
+            toggle.provider.force_flush()  # no export thread left running into the next arm
+    finally:
+        toggle.close()
+    off = statistics.median(noop[False]) / n * 1e6
+    on_ = statistics.median(noop[True]) / n * 1e6
+    busy_off, busy_on = statistics.median(busy[False]), statistics.median(busy[True])
+    return {
+        "off_us_per_step": off,
+        "on_us_per_step": on_,
+        "on_over_off": on_ / off,
+        "random_dag_makespan_ms": {"off": busy_off * 1e3, "on": busy_on * 1e3},
+        "random_dag_on_over_off": busy_on / busy_off,
+        "runs_per_arm": reps,
+        "spans_exported": toggle.exported[0],
+    }
+
+
 def _python() -> str:
     import platform
 
@@ -289,6 +381,13 @@ def render(r: dict[str, Any]) -> str:
         f"{r['efficiency_random_dags']:.4f}, min {r['efficiency_random_dags_min']:.4f}; "
         f"with plain asyncio.sleep {r['efficiency_random_dags_asyncio_sleep']:.4f}"
     )
+    if "tracing" in r:
+        t = r["tracing"]
+        lines.append(
+            f"tracing: off {t['off_us_per_step']:.1f} us/step, on {t['on_us_per_step']:.1f} "
+            f"us/step -> on/off {t['on_over_off']:.2f}; random DAG of 20-80 ms steps: "
+            f"makespan on/off {t['random_dag_on_over_off']:.4f}"
+        )
     b = r["barrier_dag"]
     lines.append(
         f"barrier DAG: critical path {b['critical_path_ms']:.1f} ms, critpath "

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from critpath import metrics
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.logs import get_logger
@@ -37,6 +38,7 @@ from critpath.cascades.decisions import Acceptance, Reason, Score, accept, escal
 from critpath.cascades.scorers import Candidate, HasConfidence, Scorer
 from critpath.deadlines import remaining
 from critpath.errors import ConfigError, ModelError
+from critpath.telemetry_genai import DecisionKind, decision_span
 
 __all__ = [
     "Cascade",
@@ -186,12 +188,18 @@ class Cascade(Decider[CascadeResult]):
         )
 
     async def decide(self, request: ModelRequest) -> CascadeResult:
-        """Run the cascade for ``request``; tiers still running at the end are cancelled."""
+        """Run the cascade for ``request``; tiers still running at the end are cancelled.
+        Traced as a span ``critpath.cascade {name}`` over its tiers' calls."""
         run = _CascadeRun(self, request)
-        try:
-            result = await run.go()
-        finally:
-            await cancel_and_wait(run.tasks)
+        with decision_span(DecisionKind.CASCADE, self._name) as span:
+            try:
+                result = await run.go()
+            finally:
+                await cancel_and_wait(run.tasks)
+                for e in run.escalations:
+                    metrics.record_cascade_escalation(self._name, e.reason.value)
+            if span.recording:
+                span.set(_span_attributes(result))
         _log.debug(
             "cascade %s: request %s: answered by tier %d (%s), %s, at %.3fs",
             self.name, request.request_id, result.tier, result.tier_name,
@@ -332,3 +340,20 @@ class _CascadeRun:
             index, name, status, start, o.ended_at - self.t0, early,
             o.acceptance, o.completion, result=o.result,
         )  # fmt: skip
+
+
+def _span_attributes(result: CascadeResult) -> dict[str, str | bool | int | float | list[str]]:
+    """A cascade's outcome on its span: the tier that answered, whether it was
+    accepted, each escalation (``tier: reason``) and each tier's status."""
+    attrs: dict[str, str | bool | int | float | list[str]] = {
+        "critpath.cascade.tier": result.tier,
+        "critpath.cascade.tier_name": result.tier_name,
+        "critpath.cascade.accepted": result.accepted,
+        "critpath.cascade.escalations": [
+            f"{e.from_tier}: {e.reason.value}" for e in result.escalations
+        ],
+        "critpath.cascade.tiers": [f"{t.name}: {t.status}" for t in result.tiers],
+    }
+    if result.confidence is not None:
+        attrs["critpath.confidence"] = result.confidence
+    return attrs

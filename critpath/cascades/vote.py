@@ -24,6 +24,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from critpath import metrics
 from critpath._clock import now as _now
 from critpath._tasks import cancel_and_wait
 from critpath.adapters.completion import Completion, complete
@@ -33,6 +34,7 @@ from critpath.adapters.wrapper import WrapperModel
 from critpath.cascades.decider import Decider
 from critpath.cascades.decisions import Normaliser, Tally, normalise_answer, tally
 from critpath.errors import ConfigError, ModelError
+from critpath.telemetry_genai import DecisionKind, capture_content, decision_span
 
 __all__ = ["Ballot", "Seeded", "Vote", "VoteFailedError", "VoteResult"]
 
@@ -195,7 +197,16 @@ class Vote(Decider[VoteResult]):
         return 1.0 if self.weights is None else self.weights[index]
 
     async def decide(self, request: ModelRequest) -> VoteResult:
-        """Run the vote; stragglers are cancelled as soon as the outcome is final."""
+        """Run the vote; stragglers are cancelled as soon as the outcome is final. Traced
+        as a span ``critpath.vote {name}`` over its voters' calls (``telemetry_genai``)."""
+        with decision_span(DecisionKind.VOTE, self._name) as span:
+            result = await self._decide(request)
+            if span.recording:
+                span.set(_span_attributes(result))
+        metrics.record_vote(self._name, stopped_early=result.stopped_early)
+        return result
+
+    async def _decide(self, request: ModelRequest) -> VoteResult:
         start = _now()
         tasks = {
             asyncio.create_task(complete(m, request), name=f"critpath-vote:{self._name}:{i}"): i
@@ -265,3 +276,22 @@ class Vote(Decider[VoteResult]):
         answer = self.normalise(completion.text)
         status: Literal["answered", "abstained"] = "abstained" if answer is None else "answered"
         return Ballot(i, name, weight, status, answer, completion, elapsed=elapsed)
+
+
+def _span_attributes(result: VoteResult) -> dict[str, str | bool | int | float | list[str]]:
+    """A vote's outcome on its span: ballots as ``voter: status``; the answers counted
+    only with content capture on."""
+    attrs: dict[str, str | bool | int | float | list[str]] = {
+        "critpath.vote.voters": len(result.ballots),
+        "critpath.vote.ballots": [f"{b.voter}: {b.status}" for b in result.ballots],
+        "critpath.vote.agreement": result.agreement,
+        "critpath.vote.stopped_early": result.stopped_early,
+        "critpath.confidence": result.agreement,
+    }
+    if result.quorum_reached is not None:
+        attrs["critpath.vote.quorum_reached"] = result.quorum_reached
+    if capture_content():
+        attrs["critpath.vote.answers"] = [str(b.answer) for b in result.ballots]
+        if result.winner is not None:
+            attrs["critpath.vote.winner"] = result.winner
+    return attrs

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from critpath import telemetry
+from critpath import metrics, telemetry
 from critpath._tasks import TaskSet
 from critpath.deadlines import _set_deadline, current_deadline, deadline_before_scope
 from critpath.errors import (
@@ -454,12 +454,15 @@ class Run:
             error = outcome.error
         self._finished = True
         self.emit(RunFinished("*", self.makespan, self.status))
-        if self._span is not None or isinstance(error, RunError):
+        measured = metrics.metrics_enabled()
+        if self._span is not None or measured or isinstance(error, RunError):
             report = self.report()
             if isinstance(error, RunError):
                 error.report = report
             if self._span is not None:
                 telemetry.end_run_span(self, report)
+            if measured:
+                metrics.record_run(report)
         if cancelled:
             raise asyncio.CancelledError
         if error is not None:

@@ -16,6 +16,8 @@ Endpoints (Starlette; run it with ``python -m examples.chatbot`` or any ASGI ser
   it sends the strong side's tokens as they come (its TTFT is the model's; no draft,
   which such a client could not show); not streamed, the refine's final text.
 - ``GET /v1/models``, ``GET /healthz``.
+- ``GET /metrics``: Prometheus text (``examples/chatbot/metrics.py``): requests, in
+  flight, time to first token, draft and final latency, errors by type, shed requests.
 
 A client that disconnects (the page's Stop button) cancels the whole answer: both
 model streams are closed, so a vLLM (or simulated) server aborts the generations at
@@ -96,6 +98,7 @@ from critpath.demo.strategies import DemoStrategy, build_refine, served_name
 from critpath.errors import InvalidRequestError, ModelError, Overloaded
 from critpath.serve.admission import AdmissionController
 from critpath.serve.guard import LOOPBACK_HOSTS, Guard, JSONBodyError, loads_json
+from examples.chatbot.metrics import ChatMetrics
 from examples.chatbot.sessions import SessionStore
 
 __all__ = ["ChatConfig", "create_app", "page_csp"]
@@ -318,6 +321,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
     refine = build_refine([draft, in_time], name=MODEL_NAME)
     sessions = SessionStore(max_sessions=cfg.sessions, max_turns=cfg.history_turns,
                             max_chars=cfg.history_chars, ttl=cfg.session_ttl)  # fmt: skip
+    meter = ChatMetrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -378,6 +382,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
         except InvalidRequestError as exc:
             return _error(400, str(exc))
         except Overloaded as exc:
+            meter.shed.labels("admission").inc()
             return _shed(exc)
         turn = sum(1 for m in req.messages or () if m.role == "user")
 
@@ -386,7 +391,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
             # refine stream then closes both model streams (the server aborts them).
             with admitted:
                 try:
-                    async with aclosing(refine.events(req)) as stream:
+                    async with aclosing(meter.watch_refine(refine.events(req))) as stream:
                         async for ev in stream:
                             if isinstance(ev, Final) and session_id:  # answered: kept
                                 sessions.get(session_id).add(message, ev.text)
@@ -424,12 +429,13 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
         try:
             admitted = admission.admit()
         except Overloaded as exc:
+            meter.shed.labels("admission").inc()
             return _shed(exc)
         if not parsed.stream:
             chunks = []
             try:
                 with admitted:
-                    async with aclosing(refine.stream(req)) as stream:
+                    async with aclosing(meter.watch_stream(refine.stream(req))) as stream:
                         async for chunk in stream:
                             chunks.append(chunk)
             except ModelError as exc:
@@ -448,7 +454,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
                     yield f"data: {json.dumps(encoder.role_chunk())}\n\n".encode()
                     # the strong side's tokens as they come (a refine's stream waits for
                     # its final): the client's TTFT is the model's
-                    async with aclosing(in_time.stream(req)) as stream:
+                    async with aclosing(meter.watch_stream(in_time.stream(req))) as stream:
                         async for chunk in stream:
                             usage = chunk.usage or usage
                             if chunk.text or chunk.finish_reason:
@@ -466,6 +472,10 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
         response.on_close = admitted.release
         return response
 
+    async def metrics(_request: Request) -> Response:
+        text, content_type = meter.render()
+        return Response(text, media_type=content_type)
+
     async def models(_request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
             {"id": MODEL_NAME, "object": "model", "owned_by": "critpath"}]})  # fmt: skip
@@ -477,6 +487,7 @@ def _create_starlette(cfg: ChatConfig, html: str) -> Starlette:
             Route("/chat", chat, methods=["POST"]),
             Route("/v1/chat/completions", completions, methods=["POST"]),
             Route("/v1/models", models),
+            Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )

@@ -35,6 +35,7 @@ from critpath.adapters.stats import EndpointStats
 from critpath.adapters.tools import ToolCallDelta
 from critpath.errors import ConfigError, ModelConnectionError, ModelError, ServerError
 from critpath.orchestrator.context import current_step
+from critpath.telemetry_genai import ModelTarget, instrument_stream
 
 __all__ = ["SimulatedModel", "SlotScheduler"]
 
@@ -160,6 +161,10 @@ class SimulatedModel:
             return Answer(answer_text(None, 40, "A simulated answer."), 40, None, 0.5)
         return self.answers.answer(self._name, request)
 
+    def genai_target(self) -> ModelTarget:
+        return ModelTarget("critpath.sim", self._name)
+
+    @instrument_stream
     async def stream(self, request: ModelRequest) -> AsyncGenerator[Chunk, None]:
         loop = asyncio.get_running_loop()
         p = self.profile
