@@ -339,3 +339,39 @@ async def test_a_stream_closed_early_is_aborted_at_the_instrumented_server(
         finally:
             await llm.aclose()
     assert replica.aborted == 1
+
+
+async def test_the_agent_loop_traces_each_tool_call_as_execute_tool() -> None:
+    from critpath.adapters.sim.tools import PlannedCall, WavesScript
+    from critpath.agents import Agent, tool
+
+    @tool
+    async def lookup(city: str) -> str:
+        """Look a city up."""
+        return f"{city}: sunny"
+
+    in_memory_spans()
+    script = WavesScript([[PlannedCall("lookup", {"city": "Oslo"}, tokens=4)]])
+    llm = SimulatedModel("m", profile="7b", tool_script=script, time_scale=0.001)
+    g = Graph("agentic")
+
+    @g.step
+    async def answer() -> str:
+        result = await Agent(llm, [lookup]).run("weather?")
+        return result.text
+
+    run = await g.run()
+    spans = trace_of(run_span(run.report.run_id))
+    tools = [s for s in spans if s.name == "execute_tool lookup"]
+    assert len(tools) == 1
+    t = attrs(tools[0])
+    assert t["gen_ai.tool.name"] == "lookup"
+    assert t["gen_ai.tool.call.id"]
+    (step,) = [s for s in spans if s.name == "critpath.step answer"]
+    assert tools[0].parent is not None
+    assert step.context is not None
+    ancestors = {s.context.span_id: s for s in spans if s.context is not None}
+    parent = ancestors.get(tools[0].parent.span_id)
+    while parent is not None and parent is not step:
+        parent = ancestors.get(parent.parent.span_id) if parent.parent is not None else None
+    assert parent is step  # nested under the step that ran the agent

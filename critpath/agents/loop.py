@@ -50,6 +50,7 @@ from critpath.estimates import LatencyEstimate
 from critpath.orchestrator.context import current_step
 from critpath.orchestrator.states import StepStatus
 from critpath.orchestrator.substeps import SubStepKind, SubStepRecord, SubSteps
+from critpath.telemetry_genai import tool_span
 
 __all__ = ["Agent", "AgentResult", "AgentStatus", "StopReason", "ToolRun", "ToolStart"]
 
@@ -383,7 +384,9 @@ class Agent:
         if tool is None:
             return failed(f"there is no tool {call.name!r}; the tools are: {', '.join(self.tools)}")
         try:
-            value = await tool(call.arguments)
+            with tool_span(call.name, call_id=call.id, arguments=call.arguments) as span:
+                value = await tool(call.arguments)
+                span.result(value)
         except InvalidOutput as exc:
             return failed(exc.feedback)
         except asyncio.CancelledError:
