@@ -1,79 +1,54 @@
-"""The ``critpath`` command: ``demo``, ``bench``, ``report``, ``sim-server``.
+"""The ``critpath`` command: ``demo``, ``loadtest``, ``bench``, ``report``, ``sim-server``,
+``profile``.
 
-``critpath bench NAME`` runs ``benchmarks/NAME.py`` from the source checkout (or from
-the folder named by ``--dir`` / ``CRITPATH_BENCHMARKS``). A benchmark module defines
-``add_arguments(parser)``, ``async def run(args) -> dict`` and ``render(result) -> str``;
-``VIRTUAL_TIME = True`` runs it on a virtual-time event loop (a pure simulation).
+``critpath bench NAME`` runs a benchmark that ships in the package (``critpath.bench``:
+found by name in its registry, never by a path); ``critpath bench`` lists them.
+
+Every command fails the same way: bad input or a failure it can explain is one line
+on stderr (``critpath COMMAND: what went wrong``) and a non-zero exit status (2 for a
+bad argument, 1 for anything else), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
+import contextlib
 import json
-import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from critpath.errors import ConfigError, CritpathError
+
+if TYPE_CHECKING:
+    from critpath.orchestrator.report import RunReport
 
 __all__ = ["main"]
 
 
-def _benchmarks_dir(explicit: str | None) -> Path:
-    candidates = []
-    if explicit:
-        candidates.append(Path(explicit))
-    if os.environ.get("CRITPATH_BENCHMARKS"):
-        candidates.append(Path(os.environ["CRITPATH_BENCHMARKS"]))
-    candidates.append(Path(__file__).resolve().parent.parent / "benchmarks")
-    candidates.append(Path.cwd() / "benchmarks")
-    for c in candidates:
-        if c.is_dir():
-            return c
-    raise SystemExit(
-        "critpath bench: no benchmarks/ folder found; run from a critpath checkout or pass --dir"
-    )
+class _UsageError(ConfigError):
+    """A bad argument: the command exits with status 2."""
 
 
-def _available(bench_dir: Path) -> list[str]:
-    return sorted(p.stem for p in bench_dir.glob("*.py") if not p.stem.startswith("_"))
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (``PROG: error: ...``) rather than usage and error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _load_benchmark(bench_dir: Path, name: str) -> ModuleType:
-    path = bench_dir / f"{name}.py"
-    if not path.is_file():
-        raise SystemExit(
-            f"critpath bench: unknown benchmark {name!r}; available: "
-            + ", ".join(_available(bench_dir))
-        )
-    spec = importlib.util.spec_from_file_location(f"critpath_benchmarks.{name}", path)
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"critpath bench: cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
-def _cmd_loadtest(args: argparse.Namespace) -> int:
-    from critpath.errors import ConfigError
-    from critpath.loadtest.command import main as loadtest_main
-
-    try:
-        return loadtest_main(args)
-    except (ConfigError, OSError) as exc:
-        raise SystemExit(f"critpath loadtest: {exc}") from exc
+# ---- demo -----------------------------------------------------------------------------
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from critpath.demo import DemoOptions, render, run_demo_sync
 
-    if args.trace:
-        from critpath.telemetry import enable_tracing
-
-        enable_tracing(args.trace)
     opts = DemoOptions(
         questions=args.questions,
         base_url=args.base_url,
@@ -87,20 +62,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env,
     )
     if opts.models and not opts.base_url:
-        raise SystemExit("critpath demo: --model needs --base-url")
+        raise _UsageError("--model needs --base-url")
     if opts.base_url and not opts.models:
-        raise SystemExit("critpath demo: --base-url needs at least one --model NAME")
+        raise _UsageError("--base-url needs at least one --model NAME")
     if opts.questions is not None and opts.questions < 1:
-        raise SystemExit("critpath demo: --questions must be >= 1")
+        raise _UsageError("--questions must be >= 1")
     for path in (opts.timeline, opts.report_json):
         if path is not None and not path.parent.is_dir():
-            raise SystemExit(f"critpath demo: no folder {path.parent} for {path.name}")
-    from critpath.errors import CritpathError
+            raise _UsageError(f"no folder {path.parent} for {path.name}")
+    if args.trace:
+        from critpath.telemetry import enable_tracing
 
-    try:
-        result = run_demo_sync(opts)
-    except (CritpathError, OSError) as exc:
-        raise SystemExit(f"critpath demo: {type(exc).__name__}: {exc}") from exc
+        enable_tracing(args.trace)
+    result = run_demo_sync(opts)
     if args.json:
         result["agent"].pop("report_text", None)
         print(json.dumps(result, indent=2))
@@ -109,14 +83,99 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+# ---- loadtest -------------------------------------------------------------------------
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from critpath.profile.command import main as profile_main
+
+    return profile_main(args)
+
+
+def _cmd_loadtest(args: argparse.Namespace) -> int:
+    from critpath.loadtest.command import main as loadtest_main
+
+    return loadtest_main(args)
+
+
+# ---- bench ----------------------------------------------------------------------------
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from critpath.bench import load, names
+
+    if not args.name:
+        print("benchmarks: " + ", ".join(names()))
+        return 0
+    try:
+        bench = load(args.name)
+    except ConfigError as exc:  # not a registered name
+        raise _UsageError(str(exc)) from None
+    bparser = _Parser(prog=f"critpath bench {bench.name}")
+    bparser.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_arguments(bparser)
+    bargs = bparser.parse_args(args.options)
+    args.command = f"bench {bench.name}"  # failures name the benchmark
+    result = bench.execute(bargs)
+    print(json.dumps(result, indent=2) if bargs.json else bench.render(result))
+    return 0
+
+
+# ---- report ---------------------------------------------------------------------------
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _load_report(path: str) -> RunReport:
+    """A saved run report, or one ``ConfigError`` line saying why it cannot be read."""
+    from pydantic import ValidationError
+
     from critpath.orchestrator.report import RunReport
 
-    report = RunReport.load_json(args.file)
-    print(report.to_text())
-    if args.html:
-        print(f"\ntimeline: {report.save_html(args.html)}")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"no such file: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    try:
+        data = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a run report") from None
+    except ValueError as exc:  # json.JSONDecodeError included
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from None
+    try:
+        return RunReport.model_validate(data)
+    except RecursionError:
+        raise ConfigError(f"{path}: JSON nested too deeply to be a run report") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the top level"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(
+            f"{path}: not a critpath run report: {where}: {first['msg']}{more}"
+        ) from None
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    report = _load_report(args.file)
+    if args.html and not Path(args.html).resolve().parent.is_dir():
+        raise _UsageError(f"no folder for the timeline {args.html!r}")
+    try:
+        text = report.to_text()
+        html = report.save_html(args.html) if args.html else None
+    except (LookupError, ValueError, TypeError, ArithmeticError) as exc:
+        # the file validated but its steps do not fit together (a hand-edited report)
+        raise ConfigError(f"{args.file}: an inconsistent run report: {exc!r}") from None
+    print(text)
+    if html is not None:
+        print(f"\ntimeline: {html}")
     return 0
+
+
+# ---- sim-server -----------------------------------------------------------------------
 
 
 def _csv(text: str) -> list[str]:
@@ -124,54 +183,58 @@ def _csv(text: str) -> list[str]:
 
 
 def _cmd_sim_server(args: argparse.Namespace) -> int:
-    from critpath.adapters.sim.server import (
-        SimServer,
-        build_fleet,
-        check_host,
-        parse_faults,
-        serve,
-    )
-    from critpath.errors import ConfigError
+    from critpath.adapters.sim.server import SimServer, build_fleet, parse_faults, serve
+    from critpath.serve.net import check_host
 
-    parser: argparse.ArgumentParser = args.parser
-    data = args.data  # explicit: an environment variable must not switch the fleet
     try:
         check_host(args.host, args.allow_remote)
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port must be in 0..65535, got {args.port}")
         fleet = build_fleet(
             sizes=_csv(args.fleet),
-            data=data,
+            data=args.data,  # explicit: an environment variable must not switch the fleet
             models=_csv(args.models) if args.models else None,
             replicas=args.replicas,
             seed=args.seed,
             time_scale=args.time_scale,
             faults=parse_faults(args.faults) if args.faults else None,
             max_num_seqs=args.max_num_seqs,
+            prefix_cache_blocks=args.prefix_cache_blocks,
+            profile=args.profile,
         )
     except ConfigError as exc:
-        parser.error(str(exc))
+        raise _UsageError(str(exc)) from None
 
     def ready(server: SimServer) -> None:
         names = ", ".join(fleet.names())
         print(f"critpath sim-server: {names} at {server.base_url} (Ctrl-C to stop)", flush=True)
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stop, as uvicorn does
         asyncio.run(
             serve(fleet, args.host, args.port, allow_remote=args.allow_remote, on_ready=ready)
         )
-    except ConfigError as exc:  # e.g. the port is taken
-        print(f"critpath sim-server: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        pass
     print("critpath sim-server: stopped", flush=True)
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="critpath",
-        description="Run compound AI systems at the speed of their critical path.",
+# ---- the command line -----------------------------------------------------------------
+
+
+def _positive(text: str) -> float:
+    from critpath.loadtest.arguments import positive
+
+    return positive(text)
+
+
+def _at_least_one(text: str) -> int:
+    from critpath.loadtest.arguments import at_least_one
+
+    return at_least_one(text)
+
+
+def _parser() -> _Parser:
+    parser = _Parser(
+        prog="critpath", description="Run compound AI systems at the speed of their critical path."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -179,7 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo", help="strategies side by side and one agent run, on the simulated fleet"
     )
     demo.add_argument("--question", default="Why does my deploy fail after the upgrade?")
-    demo.add_argument("--questions", type=int, default=None, help="questions per strategy")
+    demo.add_argument("--questions", type=_at_least_one, default=None,
+                      help="questions per strategy")  # fmt: skip
     demo.add_argument("--base-url", default=None, help="an OpenAI-compatible server (.../v1)")
     demo.add_argument("--model", action="append", help="a served model, cheapest first; repeat")
     demo.add_argument("--api-key-env", default=None, help="environment variable with the key")
@@ -198,9 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _load_arguments(load)
     load.set_defaults(func=_cmd_loadtest)
 
-    bench = sub.add_parser("bench", help="run a benchmark from benchmarks/ (e.g. runtime)")
+    bench = sub.add_parser("bench", help="run a benchmark that ships with critpath (e.g. runtime)")
     bench.add_argument("name", nargs="?", help="benchmark name; omit to list them")
-    bench.add_argument("--dir", default=None, help="benchmarks folder")
+    bench.add_argument("options", nargs=argparse.REMAINDER,
+                       help="the benchmark's options (critpath bench NAME --help)")  # fmt: skip
+    bench.set_defaults(func=_cmd_bench)
 
     rep = sub.add_parser("report", help="print a saved JSON run report; draw its timeline")
     rep.add_argument("file")
@@ -220,43 +286,56 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--data", default=None, help="recorded answers, e.g. ../shared/data or $CRITPATH_DATA"
     )
     sim.add_argument("--models", default=None, help="recorded models to serve (with --data)")
-    sim.add_argument("--replicas", type=int, default=1, help="replicas of each model")
+    sim.add_argument("--replicas", type=_at_least_one, default=1, help="replicas of each model")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--time-scale", type=float, default=1.0, help="multiplies every duration")
+    sim.add_argument("--time-scale", type=_positive, default=1.0,
+                     help="multiplies every duration")  # fmt: skip
     sim.add_argument(
         "--faults", default=None, help="e.g. straggler=0.05,error=0.01,reset=0.01,stall=0.01"
     )
-    sim.add_argument("--max-num-seqs", type=int, default=None, help="sequences decoded at once")
-    sim.set_defaults(func=_cmd_sim_server, parser=sim)
+    sim.add_argument("--max-num-seqs", type=_at_least_one, default=None,
+                     help="sequences decoded at once")  # fmt: skip
+    sim.add_argument(
+        "--prefix-cache-blocks", type=_at_least_one, default=None,
+        help="a prefix cache of this many 16-token blocks per replica (default: none)",
+    )  # fmt: skip
+    sim.add_argument(
+        "--profile", default=None, help="serve the model a `critpath profile --out` file measured"
+    )
+    sim.set_defaults(func=_cmd_sim_server)
 
-    if argv and argv[0] == "bench":
-        known, rest = bench.parse_known_args(argv[1:])
-        bench_dir = _benchmarks_dir(known.dir)
-        if not known.name:
-            print("benchmarks: " + ", ".join(_available(bench_dir)))
-            return 0
-        module = _load_benchmark(bench_dir, known.name)
-        bparser = argparse.ArgumentParser(prog=f"critpath bench {known.name}")
-        bparser.add_argument("--json", action="store_true", help="print one JSON object")
-        module.add_arguments(bparser)
-        bargs = bparser.parse_args(rest)
-        from critpath.errors import ConfigError
+    prof = sub.add_parser(
+        "profile", help="measure a model server's latency shape; write a simulator profile"
+    )
+    from critpath.profile.arguments import add_arguments as profile_arguments
 
-        try:
-            if getattr(module, "VIRTUAL_TIME", False):  # a simulation: on virtual time
-                from critpath.adapters.sim.clock import run_virtual
+    profile_arguments(prof)
+    prof.set_defaults(func=_cmd_profile)
+    return parser
 
-                result = run_virtual(module.run(bargs))
-            else:
-                result = asyncio.run(module.run(bargs))
-        except (ConfigError, OSError) as exc:
-            raise SystemExit(f"critpath bench {known.name}: {exc}") from exc
-        print(json.dumps(result, indent=2) if bargs.json else module.render(result))
-        return 0
 
-    args = parser.parse_args(argv)
-    code: int = args.func(args)
-    return code
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``critpath`` command; returns the exit status (see the module docstring)."""
+    try:
+        args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except SystemExit as exc:  # argparse: --help (0) or a bad argument (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
+    except _UsageError as exc:
+        return _fail(args, exc, 2)
+    except CritpathError as exc:
+        return _fail(args, exc, 1)
+    except OSError as exc:  # a file or socket the command could not use
+        return _fail(args, exc, 1)
+
+
+def _fail(args: argparse.Namespace, exc: BaseException, status: int) -> int:
+    message: Any = exc
+    if not isinstance(exc, ConfigError):  # name what failed when it is not a bad option
+        message = f"{type(exc).__name__}: {exc}"
+    print(f"critpath {args.command}: {_one_line(str(message))}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,9 @@
     │   ├── RunCancelled             the run was cancelled by its owner
     │   └── StepStuckError           a step ignored its cancellation past the grace period
     ├── ScopeClosedError             work started in a scope that has ended (a Speculator)
+    ├── CacheStoreError              a cache store could not be read or written (a miss)
     ├── ConfigError                  a bad option (negative limit, unknown resource...)
+    ├── Overloaded                R  shed by admission control (``retry_after``: when to retry)
     └── ModelError                   a model call failed (raised by critpath.adapters)
         ├── InvalidRequestError      rejected before it was sent (pydantic validation)
         ├── ModelConnectionError  R  connect failed, or the connection was lost mid-stream
@@ -33,8 +35,14 @@
         │   └── ContextLengthExceeded
         ├── MalformedResponse        a body or SSE line that is not what the API promises
         │   └── IncompleteStream  R  the stream ended without its terminator
+        ├── InvalidOutput         R  the model's answer breaks its contract (fed back to it)
+        │   ├── InvalidJSON       R  not JSON where a schema or tool arguments needed it
+        │   ├── SchemaMismatch    R  JSON that does not validate against the schema
+        │   └── UnknownTool       R  a tool call naming no tool of the request
         ├── VoteFailedError          every voter failed (critpath.cascades.vote)
-        └── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        ├── CascadeFailedError       every tier failed (critpath.cascades.cascade)
+        └── LoadShedError            refused: no model predicted to answer in time
+                                     (critpath.adapters.adaptive)
 
 ``R``: retryable (a subclass of ``RetryableError``).
 
@@ -42,7 +50,10 @@ Every ``RunError`` carries the run's ``report`` (``None`` when the run failed be
 it started), so a failed run still names its critical path.
 
 Retryability: ``is_retryable(exc)`` decides by type: errors after which the same
-request may succeed subclass ``RetryableError``.
+request may succeed subclass ``RetryableError``. An ``InvalidOutput`` is retried by
+asking again with its ``feedback`` (the validation error, in words for the model)
+appended to the conversation (``critpath.adapters.structured.complete_valid``, the
+agent loop), within the deadline.
 """
 
 from __future__ import annotations
@@ -56,6 +67,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AuthenticationError",
     "BadRequest",
+    "CacheStoreError",
     "ConfigError",
     "ConnectTimeout",
     "ContextLengthExceeded",
@@ -67,10 +79,14 @@ __all__ = [
     "GraphError",
     "IdleTimeout",
     "IncompleteStream",
+    "InvalidJSON",
+    "InvalidOutput",
     "InvalidRequestError",
     "InvalidStepError",
+    "LoadShedError",
     "MalformedResponse",
     "MissingInputError",
+    "Overloaded",
     "ModelConnectionError",
     "ModelError",
     "ModelNotFound",
@@ -80,12 +96,14 @@ __all__ = [
     "RouteError",
     "RunCancelled",
     "RunError",
+    "SchemaMismatch",
     "ScopeClosedError",
     "ServerError",
     "StepFailedError",
     "StepStuckError",
     "TotalTimeout",
     "UnknownDependencyError",
+    "UnknownTool",
     "is_retryable",
 ]
 
@@ -100,6 +118,17 @@ class RetryableError(CritpathError):
 
 class ConfigError(CritpathError, ValueError):
     """An invalid option, caught before anything runs."""
+
+
+class Overloaded(RetryableError):
+    """A request shed by admission control (``critpath.serve.admission``): its predicted
+    latency would miss its SLO, or the queue is full. ``retry_after``: seconds after
+    which the service expects to have room (an HTTP 503's ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: float, predicted: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.predicted = predicted
 
 
 class GraphError(CritpathError):
@@ -209,6 +238,12 @@ class ScopeClosedError(CritpathError, RuntimeError):
     after its ``async with`` block): it would have no owner."""
 
 
+class CacheStoreError(CritpathError):
+    """A cache store (``critpath.caching``) could not be read or written; its own
+    exception (sqlite3's, redis-py's, an ``OSError``) is the cause. Caches treat it as a
+    miss and log it: a failing store never fails the request."""
+
+
 class ModelError(CritpathError):
     """A model call failed. ``model`` names the endpoint; ``status`` is the HTTP status."""
 
@@ -285,6 +320,58 @@ class MalformedResponse(ModelError):
 
 class IncompleteStream(MalformedResponse, RetryableError):
     """The stream ended without its terminator (``data: [DONE]``) or a finish reason."""
+
+
+class LoadShedError(ModelError):
+    """Refused by ``critpath.adapters.Adaptive`` (``OnMiss.SHED``): no candidate model
+    was predicted to answer within the time left. ``predicted`` and ``budget`` in
+    seconds. (``Overloaded`` is the service's own shedding, before any model.)"""
+
+    def __init__(self, name: str, predicted: float | None, budget: float) -> None:
+        pred = "unknown" if predicted is None else f"{predicted * 1000:.0f} ms"
+        super().__init__(
+            f"shed, predicted {pred} > budget {budget * 1000:.0f} ms", model=name
+        )
+        self.predicted = predicted
+        self.budget = budget
+
+
+class InvalidOutput(ModelError, RetryableError):
+    """The model's answer does not keep the request's contract: a ``response_format``
+    answer or a tool call's arguments that are not valid JSON or do not validate, or a
+    tool call naming no tool of the request.
+
+    ``output``: what the model produced (the text, or the call's arguments);
+    ``feedback``: the problem in words for the model, to ask it again;
+    ``tool``/``tool_call_id``: the tool call at fault, if it is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        output: str = "",
+        model: str | None = None,
+        tool: str | None = None,
+        tool_call_id: str | None = None,
+    ) -> None:
+        super().__init__(message, model=model)
+        self.output = output
+        self.feedback = message
+        self.tool = tool
+        self.tool_call_id = tool_call_id
+
+
+class InvalidJSON(InvalidOutput):
+    """Not JSON (or not a JSON object) where a schema or tool arguments needed it."""
+
+
+class SchemaMismatch(InvalidOutput):
+    """Valid JSON that does not validate against the schema (or the tool's arguments)."""
+
+
+class UnknownTool(InvalidOutput):
+    """A tool call naming a function that the request did not offer."""
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -74,6 +74,25 @@ class LatencyEstimate:
         if seconds > self.max:
             self.max = seconds
 
+    def samples(self) -> tuple[float, ...]:
+        """The recent window, oldest first (what a shared store merges)."""
+        return tuple(self._window)
+
+    def adopt(self, samples: Iterable[float]) -> None:
+        """Take a fleet's recent samples (oldest first) as this estimate's window and
+        recompute the EWMA over them; ``count``, ``mean``, ``min`` and ``max`` stay this
+        process's own. Used by ``critpath.serve.redis_estimates``."""
+        values = [v for v in samples if math.isfinite(v) and v >= 0]
+        if not values:
+            return
+        self._window.clear()
+        self._window.extend(values)
+        self._sorted = None
+        ewma = values[0]
+        for v in values[1:]:
+            ewma += self._alpha * (v - ewma)
+        self.ewma = ewma
+
     @property
     def mean(self) -> float:
         """Mean over every observation (``nan`` before the first)."""
@@ -157,9 +176,16 @@ class Estimates:
     def get(self, key: str) -> LatencyEstimate | None:
         return self._by_key.get(key)
 
+    def estimate(self, key: str) -> LatencyEstimate:
+        """The estimate of ``key``, created empty if there is none yet."""
+        est = self._by_key.get(key)
+        if est is None:
+            est = self._by_key[key] = LatencyEstimate(window=self._window, alpha=self._alpha)
+        return est
+
     def predict(self, key: str, fallback: float | None = None) -> float:
         est = self._by_key.get(key)
-        if est is not None and est.count:
+        if est is not None and not math.isnan(est.ewma):  # learned here or adopted
             return est.ewma
         return self.default if fallback is None else fallback
 

@@ -15,7 +15,9 @@ queued for a slot), ``critpath.on_observed_path`` and, on that path,
 The run span carries makespan, span, work, efficiency, the critical path, the observed
 path and its breakdown (``critpath.path_work_ms``, ``critpath.resource_wait_ms``,
 ``critpath.overhead_ms``: they add up to the makespan; see
-``critpath.orchestrator.observed``).
+``critpath.orchestrator.observed``). A step's sub-steps (an agent's model turns and
+tool calls) are spans under it (``critpath.substep``, ``critpath.kind``), ended with
+the run too, with ``critpath.critical`` and ``critpath.slack_ms`` among its sub-steps.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from critpath.errors import ConfigError
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
-    from critpath.orchestrator.report import RunReport, StepRecord
+    from critpath.orchestrator.report import RunReport, StepRecord, StepReport
     from critpath.orchestrator.runtime import Run
 
 __all__ = ["enable_tracing", "end_model_span", "start_model_span", "tracer", "tracing_enabled"]
@@ -141,6 +143,7 @@ def end_run_span(run: Run, report: RunReport) -> None:
                     span.set_attribute("critpath.released_by", entry.by)
             if s.status == "failed":
                 span.set_status(trace.Status(trace.StatusCode.ERROR, s.error or ""))
+            _end_substep_spans(run, rec, s)
             span.end(end_time=_ns(run, s.end if s.end is not None else report.makespan))
     rs = run._span
     assert rs is not None
@@ -159,6 +162,26 @@ def end_run_span(run: Run, report: RunReport) -> None:
     if report.status not in ("ok", "partial"):
         rs.set_status(trace.Status(trace.StatusCode.ERROR, report.status))
     rs.end(end_time=_ns(run, report.makespan))
+
+
+def _end_substep_spans(run: Run, rec: StepRecord, s: StepReport) -> None:
+    subs = getattr(rec.ctx, "_substeps", None)
+    if subs is None:
+        return
+    reports = {sub.name: sub for sub in s.substeps}
+    for sub in subs.records:
+        span, sub.span = sub.span, None
+        entry = reports.get(sub.name)
+        if span is None or entry is None:
+            continue
+        span.set_attribute("critpath.status", entry.status)
+        span.set_attribute("critpath.critical", entry.critical)
+        if entry.slack is not None:
+            span.set_attribute("critpath.slack_ms", entry.slack * 1000)
+        if entry.error:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, entry.error))
+        end = entry.end if entry.end is not None else s.end
+        span.end(end_time=_ns(run, end if end is not None else entry.start))
 
 
 def start_model_span(model: str, attributes: dict[str, Any]) -> trace.Span | None:

@@ -43,6 +43,9 @@ __all__ = [
     "FaultServer",
     "RecordedRequest",
     "Scenario",
+    "big_body",
+    "echo_auth",
+    "encoded",
     "error_event",
     "expected_logprob",
     "expected_top",
@@ -179,6 +182,7 @@ class Exchange:
     async def _write(self, data: bytes) -> None:
         self._writer.write(data)
         await self._writer.drain()
+        self.server.bytes_written += len(data)
 
     async def send_head(
         self,
@@ -266,6 +270,7 @@ class FaultServer:
         self.errors: list[BaseException] = []  # the server's own failures
         self.connections_opened = 0
         self.open_connections = 0
+        self.bytes_written = 0  # response bytes the clients' sockets accepted
         self.port = 0
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
@@ -718,5 +723,54 @@ def stall_body(code: int = 200, length: int = 100) -> Scenario:
     async def scenario(ex: Exchange) -> None:
         await ex.send_head(code, content_type="application/json", content_length=length)
         await ex.wait_disconnect()
+
+    return scenario
+
+
+def echo_auth(code: int = 401) -> Scenario:
+    """An error status whose message echoes the request's credentials back, as some
+    servers do (``Incorrect API key provided: Bearer sk-...``)."""
+
+    async def scenario(ex: Exchange) -> None:
+        sent = ex.request.headers.get("authorization", "(none)")
+        message = f"Incorrect API key provided: {sent}. Host {ex.request.headers.get('host')}"
+        await _json(ex, code, _error_body(message, "AuthenticationError", code))
+
+    return scenario
+
+
+def big_body(
+    code: int, size: int, *, piece: bytes = b"x" * 65536, content_type: str = "text/plain"
+) -> Scenario:
+    """A ``size``-byte body (``piece`` repeated), written piece by piece with a
+    Content-Length, so a client that stops reading is noticed (``bytes_written``)."""
+
+    async def scenario(ex: Exchange) -> None:
+        await ex.send_head(code, content_type=content_type, content_length=size)
+        left = size
+        while left > 0:
+            part = piece[:left]
+            await ex._write(part)
+            left -= len(part)
+
+    return scenario
+
+
+def encoded(
+    body: bytes,
+    encoding: str,
+    *,
+    code: int = 200,
+    content_type: str = "text/event-stream",
+    piece: int = 16384,
+) -> Scenario:
+    """``body`` (already encoded) with ``Content-Encoding: encoding``, in chunks of
+    ``piece`` bytes (a gzip bomb is a small ``body`` that decodes to a huge one)."""
+
+    async def scenario(ex: Exchange) -> None:
+        await ex.send_head(code, [("Content-Encoding", encoding)], content_type=content_type)
+        for i in range(0, len(body), piece):
+            await ex.send_chunk(body[i : i + piece])
+        await ex.end()
 
     return scenario

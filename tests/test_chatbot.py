@@ -24,9 +24,9 @@ import openai
 import pytest
 
 from critpath.adapters.sim import Fleet, LatencyProfile, SimServer
-from critpath.asgi import AppServer
 from critpath.cascades import DiffOp, apply_revision
 from critpath.errors import ConfigError
+from critpath.serve.asgi import AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -157,6 +157,19 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+_RECORD_ORDER = """() => {
+  window.shownOrder = [];
+  const draft = document.getElementById('draft');
+  const revision = document.getElementById('revision');
+  const seen = (what) => { if (!window.shownOrder.includes(what)) window.shownOrder.push(what); };
+  new MutationObserver(() => { if (draft.textContent.length > 0) seen('draft'); })
+    .observe(draft, {childList: true, subtree: true, characterData: true});
+  new MutationObserver(() => {
+    if (revision.getAttribute('data-state') === 'revised') seen('revised');
+  }).observe(revision, {attributes: true});
+}"""
+
+
 async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None:
     try:
         from playwright.async_api import async_playwright
@@ -174,11 +187,11 @@ async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None
             page = await browser.new_page()
             await page.goto(server.url + "/")
             await page.fill("#message", "Why does my 😀 deploy fail?")  # offsets past an emoji
+            await page.evaluate(_RECORD_ORDER)
             await page.click("#send")
-            await page.wait_for_function("document.getElementById('draft').textContent.length > 0")
-            # the draft is visible before the revision arrives
-            assert await page.get_attribute("#revision", "data-state") is None
             await page.wait_for_selector("#revision[data-state='revised']", timeout=20_000)
+            # the draft was shown before the revision arrived (recorded by the page itself)
+            assert await page.evaluate("() => window.shownOrder") == ["draft", "revised"]
             assert await page.locator("#revision ins").count() > 0
             await page.wait_for_selector("#status[data-state='done']", timeout=20_000)
             shown = await page.inner_text("#revision")

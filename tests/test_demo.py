@@ -91,3 +91,39 @@ def test_demo_with_recorded_answers(tmp_path: Path) -> None:
     names = [r["name"] for r in result["strategies"]]
     assert "gpt-4o-2024-05-13" in names
     assert "goals" in result
+
+
+def test_the_strategies_are_named_once_for_demo_loadtest_and_the_chat_service() -> None:
+    from critpath.cascades import Refine
+    from critpath.demo.strategies import (
+        DemoStrategy,
+        StrategyKind,
+        build_all,
+        build_named,
+        known_names,
+        served_name,
+    )
+    from critpath.demo.tiers import simulated_tiers
+    from critpath.errors import ConfigError
+
+    sys.path.insert(0, str(ROOT))
+    from examples.chatbot.app import MODEL_NAME
+
+    models = simulated_tiers(2).models
+    built = build_all(models)
+    assert [s.key for s in built] == known_names(["small", "medium", "large"])
+    assert [s.key for s in built][3:] == [s.value for s in DemoStrategy]
+    assert [s.name for s in built][3:] == [
+        "cascade(small>large)", "vote(all)", "vote(cheaper)>large", "refine(small>large)",
+    ]  # fmt: skip
+    assert [s.kind for s in built][3:] == ["cascade", "vote", "cascade", "refine"]
+    refine = build_named("refine", models)
+    assert refine.kind is StrategyKind.REFINE
+    assert isinstance(refine.runnable, Refine)
+    assert build_named("large", models).runnable is models[-1]
+    with pytest.raises(ConfigError, match="known: small, medium, large, cascade"):
+        build_named("teleport", models)
+    with pytest.raises(ConfigError, match="needs 3 models"):
+        build_named("vote", models[:2])
+    assert known_names(["a", "b"]) == ["a", "b", "cascade", "refine"]
+    assert served_name(DemoStrategy.REFINE) == MODEL_NAME

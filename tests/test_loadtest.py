@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from critpath.adapters.sim.clock import run_virtual
-from critpath.asgi import AppServer
 from critpath.errors import ConfigError
 from critpath.loadtest import (
     ChatTarget,
@@ -23,6 +22,7 @@ from critpath.loadtest import (
     summarise_samples,
 )
 from critpath.loadtest.targets import loopback_url
+from critpath.serve.asgi import AppServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

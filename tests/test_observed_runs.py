@@ -224,7 +224,10 @@ def test_the_demo_reports_an_observed_path_whose_steps_touch() -> None:
     agent = result["agent"]
     report = RunReport.model_validate(agent["report"])
     assert agent["observed_path"] == [p.name for p in report.observed_path]
-    assert agent["observed_path"][0] == "plan"
+    assert agent["observed_path"][0] == "hits"  # the research agent's loop
+    tools = [s for s in report.step("hits").substeps if s.kind == "tool"]
+    assert len(tools) == 3  # one real search call per source, started as it closed
+    assert all(t.speculative for t in tools)
     assert agent["observed_path"][-1] == "answer"
     # reads wait for the two `small` slots: the path goes through a slot holder
     resource = [p for p in report.observed_path if p.released is Release.RESOURCE]

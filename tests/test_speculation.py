@@ -425,7 +425,7 @@ async def test_an_empty_stream_and_a_skipped_stream() -> None:
 # ---- the benchmark, small ---------------------------------------------------------------
 
 
-def test_bench_speculation_reports_its_keys() -> None:
+def test_bench_speculation_reports_latency_cut_waste_and_pipeline_speedups() -> None:
     import json
     import subprocess
     import sys

@@ -25,9 +25,9 @@ from critpath.adapters import complete, make_request
 from critpath.adapters.sim import LatencyProfile, SimulatedModel
 from critpath.adapters.sim.clock import VirtualTimeLoop, run_virtual
 from critpath.adapters.sim.model import _split
+from critpath.bench.plots import Point, lines_svg, scatter_svg
 from critpath.cascades import Cascade, Tier, Vote, fit_threshold
 from critpath.errors import ConfigError
-from critpath.plots import Point, lines_svg, scatter_svg
 from critpath.strategies import (
     Replay,
     in_calibration,
@@ -288,7 +288,7 @@ def _row(result: dict[str, Any], name: str) -> dict[str, Any]:
     return next(r for r in result["strategies"] if r["name"] == name)
 
 
-def test_replay_reports_every_model_and_strategy_with_its_figures(
+def test_replay_reports_accuracy_and_latency_percentiles_of_every_model_and_strategy(
     replayed: dict[str, Any],
 ) -> None:
     assert replayed["n_eval"] + replayed["n_calibration"] == N

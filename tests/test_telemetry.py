@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from critpath import ConfigError, Graph, StepFailedError, telemetry
+from critpath import ConfigError, Graph, StepContext, StepFailedError, telemetry
 from critpath.adapters import OpenAICompatible, complete, make_request
 
 _EXPORTER: InMemorySpanExporter | None = None
@@ -176,3 +176,35 @@ async def test_model_calls_nest_under_their_step_span(
     assert "critpath.ttft_ms" in attrs
     assert attrs["critpath.priority"] == result.report.step("ask").priority
     assert all("sk-secret" not in str(v) for v in attrs.values())  # never the API key
+
+
+async def test_sub_steps_are_spans_under_their_step(exporter: InMemorySpanExporter) -> None:
+    from critpath.orchestrator.substeps import SubStepKind
+
+    g = Graph("with-substeps")
+
+    @g.step
+    async def agent(ctx: StepContext) -> int:
+        with ctx.substeps.record("turn", SubStepKind.MODEL):
+            await asyncio.sleep(0.01)
+        with ctx.substeps.record("tool", SubStepKind.TOOL, after=["turn"]):
+            await asyncio.sleep(0.01)
+        side = ctx.substeps.begin("aside", SubStepKind.TOOL)
+        ctx.substeps.end(side)
+        return 1
+
+    result = await asyncio.wait_for(g.start(run_id="trace-sub"), 5.0)
+    step_span = next(s for s in spans_of(exporter, "trace-sub") if s.name == "critpath.step agent")
+    subs = {
+        s.name.removeprefix("critpath.substep "): s
+        for s in exporter.get_finished_spans()
+        if s.name.startswith("critpath.substep ")
+        and s.parent is not None
+        and s.parent.span_id == step_span.context.span_id
+    }
+    assert set(subs) == {"turn", "tool", "aside"}
+    assert (subs["tool"].attributes or {})["critpath.kind"] == "tool"
+    assert (subs["turn"].attributes or {})["critpath.critical"] is True
+    assert (subs["aside"].attributes or {})["critpath.critical"] is False
+    assert subs["turn"].end_time <= subs["tool"].start_time
+    assert result.report.critical_path_detail() == ["agent/turn", "agent/tool"]

@@ -2,14 +2,24 @@
 
 - ``protocol``: ``Model`` (one streaming method), ``ModelRequest``, ``Chunk``...
 - ``completion``: ``complete(model, request)``, the stream consumed, with timings.
-- ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI.
+- ``openai_http``: ``OpenAICompatible``, for vLLM, SGLang, llama.cpp and OpenAI;
+  ``bounded`` (``ResponseLimits``) and ``redact`` keep a hostile server's answers
+  bounded and the adapter's secrets out of its errors.
 - ``vllm_engine``: ``VLLMEngine``, the in-process vLLM engine (optional extra).
 - ``stats``: online TTFT / TPOT estimates per endpoint; ``prometheus``: server load.
-- ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``.
-- Wrappers, themselves ``Model``s: ``Pool`` (balance replicas), ``Hedge`` (hedged
-  requests with a budget).
+- ``sim``: the simulated fleet (``SimulatedModel``, ``Fleet``) and ``critpath sim-server``;
+  imported on first use (``critpath.adapters.Fleet`` or ``import critpath.adapters.sim``),
+  so a client of a real server never loads the simulator.
+- Wrappers, themselves ``Model``s, built on ``wrapper.WrapperModel``: ``Pool``
+  (balance replicas), ``Hedge`` (hedged requests with a budget), ``Adaptive`` (the
+  best model predicted to answer in time; its pure decisions in ``brownout``).
+- ``logs``: what each ``critpath.*`` logger records (silent by default).
 """
 
+from typing import TYPE_CHECKING
+
+from critpath.adapters.adaptive import Adaptive, Candidate, LoadShedError, record_decisions
+from critpath.adapters.bounded import ResponseLimits
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.hedge import Hedge, HedgeBudget, HedgeStatistics
 from critpath.adapters.openai_http import OpenAICompatible, Timeouts
@@ -24,11 +34,16 @@ from critpath.adapters.protocol import (
     Usage,
     make_request,
 )
-from critpath.adapters.sim import Fleet, SimulatedModel
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock, Timings
+from critpath.adapters.wrapper import WrapperModel
+
+if TYPE_CHECKING:
+    from critpath.adapters.sim import Fleet, SimulatedModel
 
 __all__ = [
+    "Adaptive",
+    "Candidate",
     "Chunk",
     "Completion",
     "EndpointStats",
@@ -37,6 +52,7 @@ __all__ = [
     "HedgeBudget",
     "HedgeStatistics",
     "Lease",
+    "LoadShedError",
     "Message",
     "Model",
     "ModelRequest",
@@ -44,6 +60,7 @@ __all__ = [
     "Pool",
     "PoolStatistics",
     "ReplicaStatistics",
+    "ResponseLimits",
     "SSEDecoder",
     "ServerLoad",
     "SimulatedModel",
@@ -52,11 +69,16 @@ __all__ = [
     "Timings",
     "TokenLogprob",
     "Usage",
+    "WrapperModel",
     "complete",
     "make_request",
     "parse_metrics",
+    "record_decisions",
     "server_load",
 ]
+
+
+_SIM_NAMES = frozenset({"Fleet", "SimulatedModel"})
 
 
 def __getattr__(name: str) -> object:
@@ -64,4 +86,9 @@ def __getattr__(name: str) -> object:
         from critpath.adapters.vllm_engine import VLLMEngine
 
         return VLLMEngine
-    raise AttributeError(name)
+    if name in _SIM_NAMES or name == "sim":  # imported lazily: the whole simulator
+        import importlib
+
+        sim = importlib.import_module("critpath.adapters.sim")
+        return sim if name == "sim" else getattr(sim, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

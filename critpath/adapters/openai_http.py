@@ -14,6 +14,17 @@ Retries (tenacity, via ``RetryPolicy``) cover retryable errors before the first
 token only — after that the caller has already seen part of the answer — with
 jittered exponential back-off that never sleeps past the deadline.
 
+Limits (``ResponseLimits``): the size of an SSE line, an event, a whole body, a whole
+stream and the part of an error body that is read, all decoded; gzip/deflate bodies
+are inflated incrementally, a bounded piece at a time with the event loop running
+between pieces, so a gzip bomb or an endless line is a ``MalformedResponse``, not a
+frozen loop or a memory blow-up.
+
+Secrets: the API key, secret-looking headers and credentials in ``base_url``
+(``http://user:key@host/v1``) are masked (``redact.Redactor``) in every exception the
+adapter raises (a server that echoes the key back included) and never appear in its
+``repr``, its logs or its spans; ``base_url`` is the URL without its credentials.
+
 Cancelling the task that reads the stream, or closing the stream, closes the HTTP
 response at once; vLLM sees the disconnect, aborts the request and frees its KV cache.
 
@@ -36,7 +47,9 @@ from typing import Any, cast
 import httpx
 
 from critpath import telemetry
+from critpath.adapters.bounded import ACCEPT_ENCODING, ResponseLimits, decoded, read_limited
 from critpath.adapters.logs import get_logger
+from critpath.adapters.openai_tools import message_json, request_fields
 from critpath.adapters.openai_wire import (
     loads,
     parse_chat_chunk,
@@ -46,6 +59,7 @@ from critpath.adapters.openai_wire import (
 )
 from critpath.adapters.prometheus import ServerLoad, parse_metrics, server_load
 from critpath.adapters.protocol import Chunk, ModelRequest, Usage
+from critpath.adapters.redact import Redactor, redacted_url
 from critpath.adapters.sse import SSEDecoder
 from critpath.adapters.stats import EndpointStats, StreamClock
 from critpath.deadlines import current_deadline, deadline_before_scope
@@ -64,7 +78,7 @@ from critpath.errors import (
 from critpath.orchestrator.context import current_step
 from critpath.orchestrator.policy import RetryPolicy, call_with_retry
 
-__all__ = ["OpenAICompatible", "Timeouts"]
+__all__ = ["OpenAICompatible", "ResponseLimits", "Timeouts"]
 
 _log = get_logger(__name__)
 
@@ -98,7 +112,9 @@ class OpenAICompatible:
 
     ``base_url`` includes the API prefix (``http://127.0.0.1:8000/v1``). The API key
     comes from ``api_key`` or the environment variable ``api_key_env``; it is sent
-    as a bearer token and never logged, printed or put in spans.
+    as a bearer token and never logged, printed, put in spans or in errors (nor are
+    credentials in ``base_url``: the attribute keeps the URL without them).
+    ``limits`` bounds what the server may send (``ResponseLimits``).
     """
 
     def __init__(
@@ -118,12 +134,20 @@ class OpenAICompatible:
         max_connections: int = 256,
         client: httpx.AsyncClient | None = None,
         stats: EndpointStats | None = None,
+        limits: ResponseLimits | None = None,
     ) -> None:
+        try:
+            shown, _ = redacted_url(base_url)
+        except Exception:  # httpx.InvalidURL and friends: never echo the URL's secrets
+            shown = "(an invalid URL)"
         if not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ConfigError(f"base_url must start with http:// or https://, got {shown!r}")
         if not model:
             raise ConfigError("model must name the served model")
-        self.base_url = base_url.rstrip("/")
+        self._url = base_url.rstrip("/")
+        self.base_url = shown.rstrip("/")
+        """The server's URL as shown (credentials removed); requests use the given one."""
+        self.limits = limits or ResponseLimits()
         self.model = model
         self._name = name or model
         self.timeouts = timeouts or Timeouts()
@@ -137,9 +161,11 @@ class OpenAICompatible:
             if api_key is not None
             else (os.environ.get(api_key_env) if api_key_env else None)
         )
-        hdrs = {"Accept": "application/json", **dict(headers or {})}
+        hdrs = {"Accept": "application/json", "Accept-Encoding": ACCEPT_ENCODING,
+                **dict(headers or {})}  # fmt: skip
         if key:
             hdrs["Authorization"] = f"Bearer {key}"
+        self._redact = Redactor.for_request(self._url, hdrs, [key] if key else [])
         self._own_client = client is None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=self.timeouts.connect),
@@ -233,10 +259,11 @@ class OpenAICompatible:
     def _body(self, r: ModelRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "max_tokens": r.max_tokens}
         if r.messages is not None:
-            body["messages"] = [m.model_dump(exclude_none=True) for m in r.messages]
+            body["messages"] = [message_json(m) for m in r.messages]
         else:
             body["prompt"] = r.prompt
         body.update(r.sampling())
+        body.update(request_fields(r))
         if r.logprobs:
             if r.is_chat:
                 body["logprobs"] = True
@@ -289,9 +316,7 @@ class OpenAICompatible:
         error: BaseException | None = None
         ended = False  # the server sent its whole answer (or an error status)
         try:
-            req = self._client.build_request(
-                "POST", self.base_url + path, json=body, headers=headers
-            )
+            req = self._client.build_request("POST", self._url + path, json=body, headers=headers)
             try:
                 async with asyncio.timeout_at(first_at):
                     resp = await self._client.send(req, stream=True)
@@ -300,12 +325,16 @@ class OpenAICompatible:
             try:
                 if resp.status_code != 200:
                     ended = True
-                    await self._read_body(resp, first_at, "first", total_at)
-                    raise status_error(resp, self.name)
+                    raw = await self._read_body(
+                        resp, first_at, "first", total_at, self.limits.max_error_body, truncate=True
+                    )
+                    raise status_error(resp, self.name, raw)
                 clock.accepted()
                 yield Chunk()  # the server accepted the request
                 if not self.streaming:
-                    raw = await self._read_body(resp, first_at, "first", total_at)
+                    raw = await self._read_body(
+                        resp, first_at, "first", total_at, self.limits.max_body
+                    )
                     ended = True
                     whole = parse_whole(raw, request.is_chat, self.name, request.top_logprobs or 0)
                     if whole.tokens or whole.text:
@@ -331,10 +360,12 @@ class OpenAICompatible:
             span = None
         except httpx.HTTPError as exc:
             error = self._map_httpx(exc)
+            error.__cause__ = exc
+            self._redact.exception(error)
             stats.record_error(error)
             raise error from exc
         except ModelError as exc:
-            error = exc
+            error = self._redact.exception(exc)
             stats.record_error(exc)
             raise
         except GeneratorExit:
@@ -363,13 +394,26 @@ class OpenAICompatible:
             self.name, request.request_id, why,
         )  # fmt: skip
 
+    def _decoded(self, resp: httpx.Response) -> AsyncGenerator[bytes, None]:
+        raw = cast(AsyncGenerator[bytes, None], resp.aiter_raw())
+        return decoded(raw, resp.headers.get("content-encoding"), model=self.name)
+
     async def _read_body(
-        self, resp: httpx.Response, until: float | None, phase: str, total_at: float | None
+        self,
+        resp: httpx.Response,
+        until: float | None,
+        phase: str,
+        total_at: float | None,
+        limit: int,
+        *,
+        truncate: bool = False,
     ) -> bytes:
-        """The whole body, or the typed timeout of ``phase`` if it does not come in time."""
+        """The body (decoded, at most ``limit`` bytes: past it ``MalformedResponse``, or
+        with ``truncate`` the first ``limit`` bytes), or the typed timeout of ``phase``
+        if it does not come in time."""
         try:
-            async with asyncio.timeout_at(until):
-                return await resp.aread()
+            async with asyncio.timeout_at(until), aclosing(self._decoded(resp)) as pieces:
+                return await read_limited(pieces, limit, model=self.name, truncate=truncate)
         except TimeoutError:
             raise self._timeout(phase, total_at, asyncio.get_running_loop()) from None
 
@@ -383,21 +427,29 @@ class OpenAICompatible:
     ) -> AsyncGenerator[Chunk, None]:
         """Decode the SSE body into chunks under the first-token, idle and total clocks."""
         loop = asyncio.get_running_loop()
-        decoder = SSEDecoder(self.name)
+        limits = self.limits
+        decoder = SSEDecoder(self.name, max_line=limits.max_line, max_event=limits.max_event)
+        received = 0
         idle = self.timeouts.idle
         top_k = request.top_logprobs or 0
         parse = parse_chat_chunk if request.is_chat else parse_completion_chunk
         phase = "first"
         when = first_at
         finished = False
-        # httpx's aiter_bytes is an async generator: close it ourselves, not the loop later.
-        async with aclosing(cast(AsyncGenerator[bytes, None], resp.aiter_bytes())) as reads:
+        # The decoded body is an async generator: close it ourselves, not the loop later.
+        async with aclosing(self._decoded(resp)) as reads:
             while True:
                 try:
                     async with asyncio.timeout_at(when):
                         data = await anext(reads, None)
                 except TimeoutError:
                     raise self._timeout(phase, total_at, loop) from None
+                if data is not None:
+                    received += len(data)
+                    if received > limits.max_stream:
+                        raise MalformedResponse(
+                            f"a stream larger than {limits.max_stream} bytes", model=self.name
+                        )
                 events = decoder.close() if data is None else decoder.feed(data)
                 for payload in events:
                     if payload == _DONE:
@@ -447,37 +499,61 @@ class OpenAICompatible:
     # ---- load signal and discovery --------------------------------------------------
 
     def _root(self) -> str:
-        root = self.base_url
+        root = self._url
         return root[: -len("/v1")] if root.endswith("/v1") else root
 
     async def load(self) -> ServerLoad | None:
         """This model's running/waiting requests and the KV-cache usage, from the server's
         ``/metrics`` (None if it exports none)."""
         try:
-            resp = await self._client.get(self._root() + "/metrics", timeout=_AUX_TIMEOUT)
-        except httpx.HTTPError as exc:
-            raise ModelConnectionError(f"cannot read /metrics: {exc!r}", model=self.name) from exc
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise status_error(resp, self.name)
-        return server_load(parse_metrics(resp.text, model=self.model))
+            code, raw, resp = await self._aux_get(self._root() + "/metrics", {}, "read /metrics")
+            if code == 404:
+                return None
+            if code != 200:
+                raise status_error(resp, self.name, raw)
+            return server_load(parse_metrics(raw.decode("utf-8", "replace"), model=self.model))
+        except ModelError as exc:
+            raise self._redact.exception(exc) from exc.__cause__
 
     async def models(self) -> list[str]:
         """The model ids the server serves (``GET /v1/models``)."""
         try:
-            resp = await self._client.get(
-                self.base_url + "/models", headers=self._headers, timeout=_AUX_TIMEOUT
-            )
-        except httpx.HTTPError as exc:
-            raise ModelConnectionError(f"cannot list models: {exc!r}", model=self.name) from exc
-        if resp.status_code != 200:
-            raise status_error(resp, self.name)
-        data = loads(resp.content, self.name)
+            code, raw, resp = await self._aux_get(self._url + "/models", self._headers,
+                                                  "list models")  # fmt: skip
+            if code != 200:
+                raise status_error(resp, self.name, raw)
+            data = loads(raw, self.name)
+            try:
+                return [str(m["id"]) for m in data["data"]]
+            except (KeyError, TypeError) as exc:
+                raise MalformedResponse(
+                    f"unexpected /models body: {exc!r:.200}", model=self.name
+                ) from exc
+        except ModelError as exc:
+            raise self._redact.exception(exc) from exc.__cause__
+
+    async def _aux_get(
+        self, url: str, headers: Mapping[str, str], what: str
+    ) -> tuple[int, bytes, httpx.Response]:
+        """A small GET (``/metrics``, ``/models``): status and body, bounded in size and time."""
         try:
-            return [str(m["id"]) for m in data["data"]]
-        except (KeyError, TypeError) as exc:
-            raise MalformedResponse(f"unexpected /models body: {exc!r}", model=self.name) from exc
+            async with asyncio.timeout(_AUX_TIMEOUT):
+                async with self._client.stream("GET", url, headers=headers) as resp:
+                    limit = self.limits.max_body if resp.status_code == 200 else (
+                        self.limits.max_error_body)  # fmt: skip
+                    pieces = self._decoded(resp)
+                    async with aclosing(pieces):
+                        raw = await read_limited(pieces, limit, model=self.name,
+                                                 truncate=resp.status_code != 200)  # fmt: skip
+                    return resp.status_code, raw, resp
+        except TimeoutError:
+            raise ModelConnectionError(
+                f"cannot {what}: no answer within {_AUX_TIMEOUT}s", model=self.name
+            ) from None
+        except httpx.HTTPError as exc:
+            error = ModelConnectionError(f"cannot {what}: {exc!r}", model=self.name)
+            error.__cause__ = exc
+            raise self._redact.exception(error) from exc
 
 
 async def _until_first_token(

@@ -116,6 +116,10 @@ class EndpointStats:
             self.tpot.observe(max(tpot, 0.0))
         self.e2e.observe(timings.e2e)
 
+    def estimates(self) -> dict[str, LatencyEstimate]:
+        """The learned estimates by name (``ttft``, ``tpot``, ``e2e``), e.g. to share them."""
+        return {"ttft": self.ttft, "tpot": self.tpot, "e2e": self.e2e}
+
     def record_error(self, exc: BaseException) -> None:
         self.errors[type(exc).__name__] += 1
 

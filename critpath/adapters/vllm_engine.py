@@ -6,6 +6,14 @@ The request's ``priority`` (or the running critpath step's critical-path priorit
 goes to vLLM's scheduler; cancelling the reading task, or closing the stream, aborts
 the request in the engine (vLLM's ``generate`` aborts on cancellation and on close).
 
+Tools and typed answers go through guided decoding (``vllm_tools``): a
+``response_format`` answer follows its schema, a ``NamedTool`` or ``REQUIRED``
+``tool_choice`` gives tool calls whose arguments follow the tool's schema.
+``from_args(compact_json=True)`` (the default) turns off free whitespace in guided JSON
+(the engine's ``structured_outputs_config.disable_any_whitespace``: vLLM 0.32 reads
+it per engine, not per request), so random or weak models cannot pad it past
+``max_tokens``.
+
 vLLM is imported only when an engine is built: ``import critpath`` never needs it.
 vLLM starts its engine core in a subprocess with the ``spawn`` method, so a script
 that builds an engine needs the usual ``if __name__ == "__main__":`` guard.
@@ -21,6 +29,13 @@ from typing import Any
 from critpath import telemetry
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.stats import EndpointStats
+from critpath.adapters.tools import ToolCallDelta
+from critpath.adapters.vllm_tools import (
+    GuidedCalls,
+    guided_plan,
+    template_messages,
+    template_tools,
+)
 from critpath.errors import (
     BadRequest,
     ConfigError,
@@ -68,9 +83,17 @@ class VLLMEngine:
         self._tokenizer: Any = None
 
     @classmethod
-    def from_args(cls, *, name: str | None = None, **engine_args: Any) -> VLLMEngine:
+    def from_args(
+        cls, *, name: str | None = None, compact_json: bool = True, **engine_args: Any
+    ) -> VLLMEngine:
         """Start an engine from ``AsyncEngineArgs`` fields (``model=``, ``dtype=``...)."""
         _, engine_args_cls, async_llm, _ = _import_vllm()
+        if compact_json and "structured_outputs_config" not in engine_args:
+            from vllm.config import StructuredOutputsConfig
+
+            engine_args["structured_outputs_config"] = StructuredOutputsConfig(
+                backend="xgrammar", disable_any_whitespace=True
+            )
         try:
             args = engine_args_cls(**engine_args)
         except TypeError as exc:
@@ -98,10 +121,12 @@ class VLLMEngine:
             return request.prompt
         if self._tokenizer is None:
             self._tokenizer = self.engine.get_tokenizer()
-        messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        messages = template_messages(request)
+        tools = template_tools(request)
+        extra = {"tools": tools} if tools else {}
         try:
             rendered = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages, tokenize=False, add_generation_prompt=True, **extra
             )
         except Exception as exc:  # no template, or one that rejects these roles
             raise BadRequest(f"cannot apply the chat template: {exc}", model=self.name) from exc
@@ -115,6 +140,14 @@ class VLLMEngine:
         }
         if r.logprobs:
             kwargs["logprobs"] = r.top_logprobs or 0
+        plan = guided_plan(r)
+        if plan is not None:
+            try:
+                kwargs["structured_outputs"] = self._vllm.sampling_params.StructuredOutputsParams(
+                    json=plan.schema
+                )
+            except (TypeError, ValueError) as exc:
+                raise BadRequest(f"invalid structured output: {exc}", model=self.name) from exc
         kwargs.update(r.extra_body)
         try:
             return self._vllm.SamplingParams(**kwargs)
@@ -129,6 +162,9 @@ class VLLMEngine:
             step = current_step()
             priority = step.priority if step is not None else 0
         request_id = request.request_id or uuid.uuid4().hex
+        plan = guided_plan(request)
+        guided = GuidedCalls(plan, self.name) if plan is not None else None
+        calling = guided is not None and guided.calls
         clock = self.stats.clock()
         stats = self.stats
         stats.requests += 1
@@ -161,12 +197,22 @@ class VLLMEngine:
                         clock.token(n or 1)
                     if not (n or o.text or o.finish_reason or usage):
                         continue
+                    text, finish = o.text, o.finish_reason
+                    calls: tuple[ToolCallDelta, ...] = ()
+                    if calling:
+                        assert guided is not None
+                        calls = guided.feed(o.text)
+                        if out.finished:
+                            calls += guided.finish()
+                            finish = "tool_calls" if finish == "stop" else finish
+                        text = ""
                     yield Chunk(
-                        text=o.text,
+                        text=text,
                         tokens=n,
                         logprobs=logprobs,
-                        finish_reason=o.finish_reason,
+                        finish_reason=finish,
                         usage=usage,
+                        tool_calls=calls,
                     )
             finally:
                 await gen.aclose()  # aborts the request in the engine if it is still running

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from critpath.adapters.sim.clock import run_virtual
+from critpath.bench.progress import Progress
 from critpath.demo.agent import build_agent
 from critpath.demo.table import compare, strategy_count
 from critpath.demo.tiers import Tiers, real_tiers, simulated_tiers
 from critpath.orchestrator.events import StepPartial
-from critpath.progress import Progress
 from critpath.strategies.evaluate import ROW_KEYS
 
 __all__ = ["DemoOptions", "render", "run_demo", "run_demo_sync"]
@@ -74,8 +74,8 @@ async def run_demo(opts: DemoOptions) -> dict[str, Any]:
 
 
 async def _recorded_table(opts: DemoOptions) -> dict[str, Any]:
-    from critpath._data import recorded_dir
     from critpath.strategies import Replay, load_strategies
+    from critpath.strategies.data import recorded_dir
 
     data = recorded_dir(opts.data)
     bar = Progress(1, "recorded answers", enabled=opts.progress)

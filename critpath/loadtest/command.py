@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,16 +13,16 @@ from typing import Any
 import httpx
 
 from critpath.adapters.sim.clock import run_virtual
-from critpath.demo.table import build_strategies
+from critpath.bench.plots import check_plot_path, lines_svg
+from critpath.bench.progress import Progress
+from critpath.demo.strategies import build_named, known_names
 from critpath.demo.tiers import simulated_tiers
 from critpath.errors import ConfigError
-from critpath.loadtest.arguments import ALIASES, add_arguments
+from critpath.loadtest.arguments import add_arguments
 from critpath.loadtest.runner import Sample, run_load
 from critpath.loadtest.targets import ChatTarget, OpenAITarget, StrategyTarget, Target
-from critpath.plots import check_plot_path, lines_svg
-from critpath.progress import Progress
 
-__all__ = ["ALIASES", "add_arguments", "main", "render", "run"]
+__all__ = ["add_arguments", "main", "render", "run"]
 
 
 def _ticker(bar: Progress, label: str) -> Callable[[Sample], None]:
@@ -34,17 +35,21 @@ def _ticker(bar: Progress, label: str) -> Callable[[Sample], None]:
 def _rates(args: argparse.Namespace) -> list[float]:
     if args.rates:
         try:
-            return [float(r) for r in args.rates.split(",") if r.strip()]
+            rates = [float(r) for r in args.rates.split(",") if r.strip()]
         except ValueError as exc:
             raise ConfigError(f"--rates takes numbers separated by commas: {exc}") from exc
+        if not rates or not all(0 < r < math.inf for r in rates):
+            raise ConfigError(f"--rates takes finite numbers > 0, got {args.rates!r}")
+        return rates
     return [args.rate if args.rate is not None else 2.0]
 
 
 def _strategy_names(args: argparse.Namespace) -> list[str]:
     names = [n.strip() for n in (args.compare or args.strategy or "").split(",") if n.strip()]
+    known = known_names([m.name for m in simulated_tiers(1).models])
     for n in names:
-        if n not in ALIASES:
-            raise ConfigError(f"unknown strategy {n!r}; known: {', '.join(ALIASES)}")
+        if n not in known:
+            raise ConfigError(f"unknown strategy {n!r}; known: {', '.join(known)}")
     return names
 
 
@@ -74,7 +79,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for label in names or [""]:
                 if names:  # fresh, idle replicas for every run
                     tiers = simulated_tiers(200, seed=args.seed, time_scale=args.time_scale)
-                    runnable = dict((n, r) for n, _, r in build_strategies(tiers))[ALIASES[label]]
+                    runnable = build_named(label, tiers.models).runnable
                     requests = [tiers.request(q) for q in tiers.questions]
                     target = StrategyTarget(label, runnable, requests)
                 else:

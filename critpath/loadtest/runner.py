@@ -1,4 +1,4 @@
-"""The open-loop runner: issue requests at their arrival times, measure, summarise."""
+"""The open-loop runner: send requests at their arrival times, measure, summarise."""
 
 from __future__ import annotations
 

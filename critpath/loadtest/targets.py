@@ -16,9 +16,8 @@ from urllib.parse import urlsplit
 import httpx
 
 from critpath.adapters.protocol import Model, ModelRequest
-from critpath.adapters.sim.server import check_host
-from critpath.cascades.refine import Refine
 from critpath.errors import ConfigError
+from critpath.serve.net import check_host
 from critpath.strategies.evaluate import ask
 
 __all__ = ["ChatTarget", "OpenAITarget", "StrategyTarget", "Target", "loopback_url"]
@@ -48,7 +47,7 @@ def loopback_url(url: str) -> str:
 class StrategyTarget:
     """A model or strategy in process; request ``i`` asks ``requests[i % n]``."""
 
-    def __init__(self, name: str, runnable: Model | Refine, requests: list[ModelRequest]) -> None:
+    def __init__(self, name: str, runnable: Model, requests: list[ModelRequest]) -> None:
         if not requests:
             raise ConfigError("a StrategyTarget needs requests to send")
         self.name = name

@@ -27,6 +27,7 @@ from critpath.orchestrator.events import (
 )
 from critpath.orchestrator.graph import Graph, Param, StepSpec
 from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.memo import StepCache
 from critpath.orchestrator.observed import Breakdown, PathStep, Release, observed_path
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.report import RunReport, StepRecord, StepReport
@@ -40,6 +41,7 @@ from critpath.orchestrator.speculation import (
 )
 from critpath.orchestrator.states import RunStatus, StepStatus
 from critpath.orchestrator.streams import ItemTracker
+from critpath.orchestrator.substeps import SubStepKind, SubStepRecord, SubSteps
 
 __all__ = [
     "NO_FALLBACK",
@@ -66,6 +68,7 @@ __all__ = [
     "SpeculationStarted",
     "SpeculationStats",
     "Speculative",
+    "StepCache",
     "Speculator",
     "StepCancelled",
     "StepContext",
@@ -78,6 +81,9 @@ __all__ = [
     "StepReport",
     "StepSkipped",
     "StepSpec",
+    "SubStepKind",
+    "SubStepRecord",
+    "SubSteps",
     "StepStarted",
     "StepStatus",
     "analyse",

@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from critpath.orchestrator.substeps import SubSteps
 
 __all__ = [
     "PRIORITY_EPOCH",
+    "ModelChoice",
     "StepContext",
     "count_tokens",
     "current_step",
@@ -52,6 +56,19 @@ def step_priority(due_priority: int, offset: float) -> int:
     return due_priority + (0 if units < 0 else 999 if units > 999 else units)
 
 
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """A policy's choice of model for one call of a step (e.g. ``Adaptive``'s): the
+    model, its predicted latency and the budget it had (ms, ``None``: unknown / none),
+    and why (e.g. ``"fits"``, ``"none_fit"``)."""
+
+    policy: str
+    model: str
+    predicted_ms: float | None
+    budget_ms: float | None
+    why: str
+
+
 _CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
     "critpath_step", default=None
 )
@@ -71,15 +88,26 @@ class StepContext:
       branch); it may be cancelled;
     - ``needed``: for an item of an ``each`` step, the results of the items it needs,
       by key;
-    - ``tokens``: model tokens generated for this step so far (backends count them).
+    - ``tokens``: model tokens generated for this step so far (backends count them);
+    - ``latest_finish``: the latest event-loop time the step can finish and the run still
+      meet its deadline (by the predicted durations of the steps after it), or ``None``;
+    - ``model_choices``: the models policies chose for this step's calls (in the report).
+    - ``substeps``: the step's own parts (model turns, tool calls) as it records them
+      (``critpath.orchestrator.substeps``); they appear in the run's report, timeline
+      and trace.
     """
 
     __slots__ = (
+        "_defer_spans",
         "_emit",
+        "_origin",
         "_partial",
+        "_substeps",
         "attempt",
         "deadline",
         "item",
+        "latest_finish",
+        "model_choices",
         "name",
         "needed",
         "priority",
@@ -102,6 +130,9 @@ class StepContext:
         deadline: float | None,
         resource: str | None,
         emit: Callable[[str, Any, bool], None],
+        *,
+        origin: float = 0.0,
+        defer_spans: bool = False,
     ) -> None:
         self.step = step
         self.name = name
@@ -115,8 +146,24 @@ class StepContext:
         self.speculative = False
         self.needed: dict[Any, Any] = {}
         self.tokens = 0
+        self.latest_finish: float | None = None
+        self.model_choices: list[ModelChoice] = []
         self._emit = emit
         self._partial: Any = _NONE
+        self._origin = origin
+        self._defer_spans = defer_spans
+        self._substeps: SubSteps | None = None
+
+    @property
+    def substeps(self) -> SubSteps:
+        """This step's sub-steps (made on first use), timed from the run's start."""
+        if self._substeps is None:
+            self._substeps = SubSteps(self._origin, defer_spans=self._defer_spans)
+        return self._substeps
+
+    @property
+    def has_substeps(self) -> bool:
+        return self._substeps is not None and len(self._substeps) > 0
 
     def remaining(self) -> float | None:
         """Seconds left before the run's deadline (may be negative), or ``None``."""

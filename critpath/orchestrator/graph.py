@@ -43,6 +43,7 @@ from critpath.errors import (
 from critpath.estimates import Estimates
 from critpath.orchestrator.analysis import find_cycle, successors, topological_order
 from critpath.orchestrator.context import StepContext
+from critpath.orchestrator.memo import StepCache
 from critpath.orchestrator.policy import NO_FALLBACK, RetryPolicy
 from critpath.orchestrator.speculation import Predictor, Speculation, Speculative
 from critpath.orchestrator.states import StepKind
@@ -94,6 +95,7 @@ class StepSpec:
     speculation: Speculation | None = None
     key: Callable[[Any], Any] | None = None
     needs: Callable[[Any], Iterable[Any]] | None = None
+    cache: StepCache | None = None
 
     @property
     def has_fallback(self) -> bool:
@@ -127,6 +129,7 @@ class StepOptions(TypedDict, total=False):
     fallback: Any
     fallback_fn: Callable[[BaseException], Any] | None
     speculative: bool | Speculative
+    cache: StepCache | bool | None
 
 
 class RunOptions(TypedDict, total=False):
@@ -159,6 +162,7 @@ def _spec_from_fn(
     speculation: Speculation | None = None,
     key: Callable[[Any], Any] | None = None,
     needs: Callable[[Any], Iterable[Any]] | None = None,
+    cache: StepCache | bool | None = None,
 ) -> StepSpec:
     if not callable(fn):
         raise InvalidStepError(f"a step must be a function, got {fn!r}")
@@ -210,6 +214,12 @@ def _spec_from_fn(
                 f"stream step {step_name!r}: retry and fallback are not supported (items "
                 "already handed on cannot be taken back)"
             )
+    if cache is True:
+        cache = StepCache()
+    if cache is not None and cache is not False and not isinstance(cache, StepCache):
+        raise ConfigError(f"step {step_name!r}: cache= takes a StepCache or True")
+    if isinstance(cache, StepCache) and kind == StepKind.STREAM:
+        raise ConfigError(f"stream step {step_name!r}: cache= is not supported")
     if speculative is not False and not isinstance(speculative, bool | Speculative):
         raise ConfigError(f"step {step_name!r}: speculative= takes a bool or a Speculative")
     if speculative and kind not in (StepKind.STEP, StepKind.ROUTE):
@@ -266,6 +276,7 @@ def _spec_from_fn(
         speculation=speculation,
         key=key,
         needs=needs,
+        cache=cache if isinstance(cache, StepCache) else None,
     )
 
 
@@ -332,7 +343,8 @@ class Graph:
         dependencies), ``resource`` (a concurrency pool, e.g. a model endpoint),
         ``estimate`` (predicted seconds until one is learned), ``retry``
         (``RetryPolicy``), ``fallback`` (value used if the step fails) or
-        ``fallback_fn`` (called with the error).
+        ``fallback_fn`` (called with the error), ``cache`` (``StepCache`` or ``True``:
+        reuse the result for the same inputs, see ``memo``).
         """
         return self._decorate(fn, StepKind.STEP, options)
 

@@ -127,6 +127,23 @@ class Limiter:
         for w in skipped:
             heapq.heappush(heap, w)
 
+    def set_limit(self, resource: str, limit: int) -> None:
+        """Change ``resource``'s limit (0 holds every step that needs it) and start the
+        waiters that now fit — e.g. a limiter whose slots are leased from elsewhere."""
+        if limit < 0:
+            raise ConfigError(f"resource {resource!r}: limit must be >= 0, got {limit}")
+        self.limits[resource] = limit
+        self._by_resource.setdefault(resource, 0)
+        self._dispatch(None)
+
+    def running_for(self, resource: str) -> int:
+        """Steps holding a slot of ``resource`` now."""
+        return self._by_resource.get(resource, 0)
+
+    def waiting_for(self, resource: str | None) -> int:
+        """Steps queued for a slot of ``resource``."""
+        return sum(1 for w in self._heap if not w.dead and w.resource == resource)
+
     def forget(self, owner: object) -> None:
         """Drop every waiter of ``owner`` (a run that ended)."""
         for w in self._heap:

@@ -1,7 +1,10 @@
 """Per-step failure policies: retry (with tenacity) and fallback values.
 
 A retry never sleeps past the deadline in force (``critpath.deadlines``): when the
-next back-off would end after it, the last error is raised instead.
+next back-off would end after it, the last error is raised instead. An error that
+says when to come back (``retry_after``, e.g. HTTP 429's ``Retry-After``) is waited
+for only up to the policy's ``maximum`` back-off: a server asking for longer gets
+the error raised at once (fail fast; a pool fails over to another replica).
 """
 
 from __future__ import annotations
@@ -76,6 +79,19 @@ class _StopAtDeadline(tenacity.stop.stop_base):
         return left is not None and left <= (retry_state.upcoming_sleep or 0.0)
 
 
+class _StopPastRetryAfter(tenacity.stop.stop_base):
+    """Stop when the error asks to come back later than the policy's ``maximum``."""
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None and outcome.failed else None
+        after = getattr(exc, "retry_after", None)
+        return isinstance(after, int | float) and not after <= self.maximum
+
+
 class _WaitRetryAfter(tenacity.wait.wait_base):
     """The back-off, or longer when the error says when to come back (``retry_after``,
     e.g. HTTP 429's ``Retry-After``)."""
@@ -104,7 +120,8 @@ async def call_with_retry(
     """Await ``fn()`` under ``policy``; the last error propagates unchanged.
 
     No retry starts if its back-off would end past the deadline in force or
-    ``deadline_at`` (an event-loop time). Each retry is logged (``critpath.retry``,
+    ``deadline_at`` (an event-loop time), nor when the error's ``retry_after`` exceeds
+    ``policy.maximum``. Each retry is logged (``critpath.retry``,
     INFO) with ``name``, the attempt, the error and the back-off.
     """
 
@@ -118,7 +135,9 @@ async def call_with_retry(
 
     retrying = tenacity.AsyncRetrying(
         stop=tenacity.stop_any(
-            tenacity.stop_after_attempt(policy.attempts), _StopAtDeadline(deadline_at)
+            tenacity.stop_after_attempt(policy.attempts),
+            _StopAtDeadline(deadline_at),
+            _StopPastRetryAfter(policy.maximum),
         ),
         wait=_WaitRetryAfter(
             tenacity.wait_exponential(multiplier=policy.initial, max=policy.maximum)

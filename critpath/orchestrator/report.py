@@ -6,9 +6,12 @@ path); **parallelism** = work / span; **efficiency** = span / makespan (1.0 mean
 run took no longer than its dependencies forced). The **observed path** is what the
 finish actually waited on (dependencies and slots freed by other steps, with the waits
 on it), and the **breakdown** splits the makespan along it into path work, resource
-wait and overhead (``critpath.orchestrator.observed``): it explains the efficiency. A
-report prints as text (``str(report)``), saves as JSON and draws as a timeline
-(``critpath.orchestrator.timeline``).
+wait and overhead (``critpath.orchestrator.observed``): it explains the efficiency.
+A step's **sub-steps** (an agent's model turns and tool calls:
+``critpath.orchestrator.substeps``) are listed under it with their own critical path;
+on a critical step, that path is where the run's critical path runs through it
+(``RunReport.critical_path_detail``). A report prints as text (``str(report)``),
+saves as JSON and draws as a timeline (``critpath.orchestrator.timeline``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from critpath.orchestrator.analysis import analyse
+from critpath.orchestrator.context import ModelChoice
 from critpath.orchestrator.observed import (
     OTHER_RUN,
     Breakdown,
@@ -28,11 +32,14 @@ from critpath.orchestrator.observed import (
     observed_path,
 )
 from critpath.orchestrator.states import RunStatus, StepStatus
+from critpath.orchestrator.substeps import SubStepKind, SubSteps
 
 if TYPE_CHECKING:
     from critpath.orchestrator.runtime import Run
 
-__all__ = ["RunReport", "StepRecord", "StepReport", "StepStatus", "build_report"]
+__all__ = [
+    "RunReport", "StepRecord", "StepReport", "StepStatus", "SubStepReport", "build_report",
+]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -63,6 +70,26 @@ class StepRecord:
     speculative: bool = False
 
 
+class SubStepReport(BaseModel):
+    """One sub-step of a step (a model turn, a tool call). Times since the run started;
+    ``slack`` and ``critical`` are among the step's sub-steps (``critical`` only when
+    the step itself is on the critical path)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: SubStepKind
+    deps: list[str]
+    status: StepStatus
+    start: float
+    end: float | None = None
+    duration: float | None = None
+    slack: float | None = None
+    critical: bool = False
+    speculative: bool = False
+    error: str | None = None
+
+
 class StepReport(BaseModel):
     """One step (or map item) of a finished run. Times in seconds since the run started."""
 
@@ -89,6 +116,10 @@ class StepReport(BaseModel):
     attempts: int = 1
     error: str | None = None
     speculative: bool = False
+    model_choices: list[ModelChoice] = []
+    """The models policies chose for the step's calls (``Adaptive``), in call order."""
+    substeps: list[SubStepReport] = Field(default_factory=list)
+    """What the step recorded of its own parts (an agent's turns and tool calls)."""
 
 
 class RunReport(BaseModel):
@@ -131,6 +162,15 @@ class RunReport(BaseModel):
         obs = observed_path(steps, makespan, span)
         return {**data, "observed_path": obs.path, "breakdown": obs.breakdown}
 
+    def critical_path_detail(self) -> list[str]:
+        """The critical path with each step that has sub-steps replaced by the critical
+        path among them (``"agent/t1.model"``...)."""
+        out: list[str] = []
+        for name in self.critical_path:
+            inner = [f"{name}/{sub.name}" for sub in self.step(name).substeps if sub.critical]
+            out.extend(inner or [name])
+        return out
+
     def step(self, name: str) -> StepReport:
         for s in self.steps:
             if s.name == name:
@@ -150,7 +190,8 @@ class RunReport(BaseModel):
             *self._observed_text(),
             "",
         ]
-        width = max([len(s.name) for s in self.steps] + [4]) + 2
+        subs = [len(sub.name) + 2 for s in self.steps for sub in s.substeps]
+        width = max([len(s.name) for s in self.steps] + subs + [4]) + 2
         head = (
             f"  {'step':<{width}}{'status':<10}{'start ms':>10}{'end ms':>10}{'dur ms':>10}"
             f"{'slack ms':>10}{'queued ms':>10}{'lst ms':>8}  resource"
@@ -173,11 +214,26 @@ class RunReport(BaseModel):
                 f"{f(s.duration):>10}{f(s.slack):>10}{f(s.queued):>10}"
                 f"{lst(s):>8}  {s.resource or ''}"
             )
+            for sub in s.substeps:
+                label = f"  {sub.name}"
+                lines.append(
+                    f"{'*' if sub.critical else ' '} {label:<{width}}{sub.status:<10}"
+                    f"{f(sub.start):>10}{f(sub.end):>10}{f(sub.duration):>10}"
+                    f"{f(sub.slack):>10}{'':>10}{'':>8}  {sub.kind}"
+                    + ("  speculative" if sub.speculative else "")
+                )
         lines.append(
             "(* on the critical path; + on the observed path; lst: the latest start time"
             " predicted when the step started, ms from the run's start: what orders its"
             " priority)"
         )
+        for s in self.steps:
+            for c in s.model_choices:
+                lines.append(
+                    f"model choice in {s.name}: {c.policy} -> {c.model} ({c.why}; predicted "
+                    f"{f(None if c.predicted_ms is None else c.predicted_ms / ms)} ms, "
+                    f"budget {f(None if c.budget_ms is None else c.budget_ms / ms)} ms)"
+                )
         return "\n".join(lines)
 
     def _observed_text(self) -> list[str]:
@@ -248,6 +304,29 @@ def _released_text(p: PathStep) -> str:
     return f"waited {p.wait * ms:.1f} ms for {slot}{by}"
 
 
+def _substeps(rec: StepRecord, critical_step: bool) -> list[SubStepReport]:
+    """The sub-steps a step recorded; one still open ends with its step, cancelled."""
+    ctx = rec.ctx
+    subs: SubSteps | None = getattr(ctx, "_substeps", None)
+    if subs is None or not len(subs):
+        return []
+    pa = subs.analysis()
+    on_path = set(pa.critical_path) if critical_step else set()
+    out = []
+    for sub in subs.records:
+        end = sub.end if sub.end is not None else rec.end
+        status = sub.status if sub.end is not None else StepStatus.CANCELLED
+        out.append(
+            SubStepReport(
+                name=sub.name, kind=sub.kind, deps=list(sub.deps), status=status,
+                start=sub.start, end=end, duration=None if end is None else end - sub.start,
+                slack=pa.slack.get(sub.name), critical=sub.name in on_path,
+                speculative=sub.speculative, error=sub.error,
+            )
+        )  # fmt: skip
+    return out
+
+
 def build_report(run: Run) -> RunReport:
     """Compute the report of a finished run from its step records and its graph."""
     plan = run._plan
@@ -293,6 +372,8 @@ def build_report(run: Run) -> RunReport:
                     critical=r.name in on_path, priority=r.priority,
                     predicted_slack=r.predicted_slack, resource=r.resource, attempts=r.attempts,
                     error=r.error, speculative=r.speculative,
+                    model_choices=list(r.ctx.model_choices) if r.ctx is not None else [],
+                    substeps=_substeps(r, r.name in on_path),
                 )
             )  # fmt: skip
     makespan = run.makespan if run.makespan is not None else run.now()

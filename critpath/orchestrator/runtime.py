@@ -60,6 +60,7 @@ from critpath.orchestrator.events import (
     StepStarted,
 )
 from critpath.orchestrator.limits import Limiter
+from critpath.orchestrator.memo import MISSING
 from critpath.orchestrator.policy import call_with_retry
 from critpath.orchestrator.report import RunReport, StepRecord, build_report
 from critpath.orchestrator.speculation import SpeculationStats
@@ -686,8 +687,11 @@ class Run:
         rec.ctx = ctx = StepContext(
             node.name, rec.name, rec.item, self.run_id, priority, slack,
             self._deadline_at, node.step.resource, self._emit_partial,
+            origin=self._t0, defer_spans=self._span is not None,
         )  # fmt: skip
         ctx.speculative = rec.speculative
+        if self._due_by_deadline is not None:  # the deadline less the predicted rest
+            ctx.latest_finish = self._due_by_deadline - node.blevel + self._predicted[node.name]
         if rec.item is not None and node.step.kind == _K_EACH:
             ctx.needed = self.streams.needed_by(node, rec.item)
         task = self._tasks.spawn(self._exec(node, rec, ctx, item), rec.name, rec)
@@ -720,6 +724,23 @@ class Run:
     # ---- one unit ---------------------------------------------------------------------
 
     async def _call(
+        self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
+    ) -> Any:
+        memo = node.step.cache
+        if memo is None:
+            return await self._compute(node, rec, ctx, kwargs)
+        inputs = {k: v for k, v in kwargs.items() if k != node.step.ctx_param}
+        key = memo.key(node.step.name, inputs)
+        if key is not None:
+            value = await memo.lookup(key)
+            if value is not MISSING:
+                return value
+        value = await self._compute(node, rec, ctx, kwargs)
+        if key is not None:
+            await memo.save(key, value)
+        return value
+
+    async def _compute(
         self, node: Node, rec: StepRecord, ctx: StepContext, kwargs: dict[str, Any]
     ) -> Any:
         step = node.step
@@ -755,7 +776,9 @@ class Run:
             if step.kind == _K_ROUTE and step.predict is not None:
                 self.speculations.speculate(node, kwargs, rec)
             try:
-                if step.is_async and step.retry is None and step.kind != _K_STREAM:
+                if step.is_async and step.retry is None and step.cache is None and (
+                    step.kind != _K_STREAM
+                ):
                     value = await step.fn(**kwargs)  # the common case, one frame less
                 else:
                     value = await self._call(node, rec, ctx, kwargs)

@@ -7,7 +7,8 @@ start to its end with no gap left unexplained (what remains between links is run
 overhead). Bars on the dependency-only **critical path** have a dashed dark outline
 and a bold label. Queueing off the observed path (ready but waiting for a slot) is a
 thin grey lead-in; cancelled steps are hatched; skipped and never-run steps are listed
-with no bar. Hover a bar, a wait or a link for details.
+with no bar. A step's sub-steps (an agent's model turns and tool calls) are rows just
+below it, named ``step/sub-step``. Hover a bar, a wait or a link for details.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 from critpath.orchestrator.observed import OTHER_RUN, PathStep, Release
 
 if TYPE_CHECKING:
-    from critpath.orchestrator.report import RunReport, StepReport
+    from critpath.orchestrator.report import RunReport, StepReport, SubStepReport
 
 __all__ = ["render_html", "render_svg"]
 
@@ -46,9 +47,25 @@ def _nice_step(total_ms: float) -> float:
 
 
 def _row_order(report: RunReport) -> list[StepReport]:
-    return sorted(
+    rows: list[StepReport] = []
+    for s in sorted(
         report.steps, key=lambda s: (s.start is None, s.start if s.start is not None else 0.0)
-    )
+    ):
+        rows.append(s)
+        rows.extend(_sub_row(s, sub) for sub in s.substeps)
+    return rows
+
+
+def _sub_row(s: StepReport, sub: SubStepReport) -> StepReport:
+    """A sub-step drawn as a row of its own (``step/sub-step``)."""
+    from critpath.orchestrator.report import StepReport
+
+    return StepReport(
+        name=f"{s.name}/{sub.name}", step=s.step, kind=sub.kind.value, status=sub.status,
+        deps=[f"{s.name}/{d}" for d in sub.deps], start=sub.start, end=sub.end,
+        duration=sub.duration, slack=sub.slack, critical=sub.critical, error=sub.error,
+        speculative=sub.speculative,
+    )  # fmt: skip
 
 
 def render_svg(report: RunReport) -> str:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from critpath.asgi import AppServer
 from critpath.demo import DemoOptions, run_demo
+from critpath.serve.asgi import AppServer
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))

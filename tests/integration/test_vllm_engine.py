@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Annotated, Literal
 
 import pytest
 import pytest_asyncio
+from pydantic import BaseModel, Field
 
 from critpath import Graph, StepContext
 from critpath.adapters import complete, make_request
@@ -110,3 +112,38 @@ async def test_bad_request_is_typed(engine: object) -> None:
 
     with pytest.raises(ContextLengthExceeded):
         await complete(engine, make_request(prompt="hello " * 600, max_tokens=8))  # type: ignore[arg-type]
+
+
+class Verdict(BaseModel):
+    label: Literal["yes", "no", "maybe"]
+    score: Annotated[int, Field(ge=0, le=10)]  # unbounded, random weights never stop
+    sure: bool
+
+
+async def set_alarm(
+    hour: Annotated[int, Field(ge=0, le=23)], loud: bool, day: Literal["mon", "tue", "wed"]
+) -> str:
+    """Set an alarm."""
+    return "set"
+
+
+async def test_response_format_is_guided(engine: object) -> None:
+    req = make_request(messages="judge", response_format=Verdict, max_tokens=200)
+    c = await complete(engine, req)  # type: ignore[arg-type]
+    assert isinstance(c.parsed, Verdict)
+
+
+async def test_named_tool_choice_streams_a_valid_call(engine: object) -> None:
+    from critpath.adapters.tools import NamedTool
+
+    req = make_request(messages="wake me", tools=[set_alarm], tool_choice=NamedTool("set_alarm"),
+                       max_tokens=200)  # fmt: skip
+    c = await complete(engine, req)  # type: ignore[arg-type]
+    assert c.finish_reason == "tool_calls"
+    assert [t.name for t in c.tool_calls] == ["set_alarm"]
+    assert set(c.tool_calls[0].arguments) == {"hour", "loud", "day"}
+    required = make_request(messages="wake me", tools=[set_alarm], tool_choice="required",
+                            max_tokens=300)  # fmt: skip
+    r = await complete(engine, required)  # type: ignore[arg-type]
+    assert r.tool_calls
+    assert all(t.name == "set_alarm" for t in r.tool_calls)

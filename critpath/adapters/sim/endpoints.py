@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from critpath.adapters.protocol import Chunk, TokenLogprob, Usage
 from critpath.adapters.sim.fleet import Fleet
+from critpath.adapters.sim.limits import ContextLimits
 from critpath.adapters.sim.model import SimulatedModel
 from critpath.adapters.sim.wire import (
     APIError,
@@ -35,7 +36,10 @@ from critpath.adapters.sim.wire import (
     error_body,
     parse_request,
 )
+from critpath.adapters.toolcalls import ToolCallAssembler
+from critpath.adapters.tools import ToolCall
 from critpath.errors import ConfigError, ModelConnectionError, ModelError
+from critpath.serve.guard import JSONBodyError, loads_json
 
 if TYPE_CHECKING:
     from starlette.types import Message, Receive, Scope, Send
@@ -62,10 +66,11 @@ class Counters:
 class FleetService:
     """Routing to replicas, request counters, the ``/v1/models`` and ``/metrics`` bodies."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, limits: ContextLimits | None = None) -> None:
         if not fleet.models:
             raise ConfigError("the fleet has no models to serve")
         self.fleet = fleet
+        self.limits = limits or ContextLimits()
         self.created = int(time.time())
         self.counters = {name: Counters() for name in fleet.models}
         self._outstanding: dict[SimulatedModel, int] = {}
@@ -130,6 +135,12 @@ class FleetService:
             waiting[name] = float(sum(s.waiting for s in schedulers))
             usage[name] = running[name] / sum(s.slots for s in schedulers)
         c = self.counters
+        queries: dict[str, float] = {}
+        hits: dict[str, float] = {}
+        for name in names:
+            caches = [r.prefix_cache for r in self.fleet.replicas(name)]
+            queries[name] = float(sum(pc.queries for pc in caches if pc is not None))
+            hits[name] = float(sum(pc.hits for pc in caches if pc is not None))
         families: list[tuple[str, str, str, dict[str, float]]] = [
             (
                 "vllm:num_requests_running",
@@ -154,6 +165,18 @@ class FleetService:
                 "counter",
                 "Count of successfully processed requests.",
                 {n: c[n].success for n in names},
+            ),
+            (
+                "vllm:prefix_cache_queries_total",
+                "counter",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                queries,
+            ),
+            (
+                "vllm:prefix_cache_hits_total",
+                "counter",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                hits,
             ),
             (
                 "critpath_sim_requests_total",
@@ -210,11 +233,15 @@ class CompletionEndpoint:
             if raw is None:
                 return  # the client left before its request arrived
             try:
-                body = json.loads(raw)
-            except ValueError as exc:
+                body = loads_json(raw)
+            except (JSONBodyError, UnicodeDecodeError) as exc:
                 raise APIError(400, f"the request body is not valid JSON: {exc}") from None
             parsed = parse_request(body, chat=self.chat, request_id=_header(scope, b"x-request-id"))
             name = self.service.resolve(parsed.model)
+            asked = isinstance(body, dict) and (
+                "max_tokens" in body or "max_completion_tokens" in body
+            )
+            self.service.limits.check(name, parsed.request, completion=asked)
         except APIError as exc:
             await _send_json(send, exc.status, exc.body())
             return
@@ -349,9 +376,11 @@ class _Answer:
         finish: str | None = None
         usage: Usage | None = None
         tokens = 0
+        calls = ToolCallAssembler()
         try:
             async with aclosing(_chain(head, stream)) as chunks:
                 async for chunk in chunks:
+                    calls.feed(chunk.tool_calls)
                     parts.append(chunk.text)
                     logprobs.extend(chunk.logprobs or ())
                     tokens += chunk.tokens
@@ -362,7 +391,11 @@ class _Answer:
         except ModelError as exc:
             await self._fail(send, exc)
             return
-        body = self.encoder.response("".join(parts), logprobs, finish, usage or Usage(0, tokens))
+        calls.finish()
+        whole = [c for c in calls.calls() if isinstance(c, ToolCall)]
+        body = self.encoder.response(
+            "".join(parts), logprobs, finish, usage or Usage(0, tokens), whole
+        )
         self.counters.success += 1
         self.ending = True
         await _send_json(send, 200, body)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from critpath.adapters.sim.answers import AnswerSource, RecordedAnswers, SyntheticTask
 from critpath.adapters.sim.model import SimulatedModel
+from critpath.adapters.sim.prefix_cache import PrefixCache
 from critpath.adapters.sim.profiles import LatencyProfile, profile_for_params
 from critpath.errors import ConfigError
 
@@ -61,10 +62,20 @@ class Fleet:
         for name, replicas in self.models.items():
             fleet.models[name] = [
                 SimulatedModel(name, profile=_changed(r.profile, changes), answers=r.answers,
-                               seed=r.seed, time_scale=r.time_scale, replica=r.replica)
+                               seed=r.seed, time_scale=r.time_scale, replica=r.replica,
+                               prefix_cache=None if r.prefix_cache is None
+                               else r.prefix_cache.empty_copy())
                 for r in replicas
             ]  # fmt: skip
         return fleet
+
+    def with_prefix_caching(self, capacity_blocks: int, *, block_tokens: int = 16) -> Fleet:
+        """This fleet, every replica given its own empty ``PrefixCache`` of
+        ``capacity_blocks`` blocks of ``block_tokens`` tokens (vLLM's default block)."""
+        for replicas in self.models.values():
+            for r in replicas:
+                r.prefix_cache = PrefixCache(capacity_blocks, block_tokens=block_tokens)
+        return self
 
     @classmethod
     def synthetic(

@@ -27,8 +27,12 @@ from dataclasses import dataclass, field
 from critpath.adapters.prometheus import ServerLoad
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage
 from critpath.adapters.sim.answers import Answer, AnswerSource, answer_text, stable_rng
+from critpath.adapters.sim.prefix_cache import PrefixCache, prompt_text
+from critpath.adapters.sim.prefix_cache import answer_text as as_assistant
 from critpath.adapters.sim.profiles import PROFILES, LatencyProfile
+from critpath.adapters.sim.tools import CallTools, ToolScript, default_turn, plan_pieces
 from critpath.adapters.stats import EndpointStats
+from critpath.adapters.tools import ToolCallDelta
 from critpath.errors import ConfigError, ModelConnectionError, ModelError, ServerError
 from critpath.orchestrator.context import current_step
 
@@ -93,7 +97,11 @@ class SimulatedModel:
     while TTFT and end-to-end times stay exact); ``draw_by``: ``"arrival"`` (a
     request's random draws depend on its id and its arrival number, so a retry is a
     fresh draw) or ``"request"`` (on its id only: the same request id always takes the
-    same time, whatever else the replica served — for comparing arms of a benchmark).
+    same time, whatever else the replica served — for comparing arms of a benchmark);
+    ``prefix_cache``: the replica's prefix cache (``PrefixCache``; ``None``, the
+    default: none), whose cached tokens skip their share of the prefill.
+    ``tool_script``: what the model says in conversations with tools or a
+    ``response_format`` (``sim.tools``; default: ``default_turn``).
     """
 
     def __init__(
@@ -107,6 +115,8 @@ class SimulatedModel:
         replica: str = "0",
         stream_interval: int = 1,
         draw_by: str = "arrival",
+        prefix_cache: PrefixCache | None = None,
+        tool_script: ToolScript | None = None,
     ) -> None:
         if isinstance(profile, str):
             if profile not in PROFILES:
@@ -126,6 +136,8 @@ class SimulatedModel:
         self.replica = replica
         self.stream_interval = stream_interval
         self.draw_by = draw_by
+        self.prefix_cache = prefix_cache
+        self.tool_script = tool_script
         self.scheduler = SlotScheduler(profile.max_num_seqs)
         self.stats = EndpointStats()
         self._arrivals = itertools.count()
@@ -156,8 +168,19 @@ class SimulatedModel:
         # of the same request id is a fresh draw (and still deterministic in sequence).
         key = arrival if self.draw_by == "arrival" or request.request_id is None else -1
         rng = stable_rng(self.seed, self._name, self.replica, request.request_id, key)
-        answer = self.answer_for(request)
-        pieces = _split(answer.text, answer.tokens)
+        turn = None
+        if request.tools or request.response_format is not None:
+            turn = self.tool_script.turn(request) if self.tool_script is not None else None
+            if turn is None:
+                turn = default_turn(request, stable_rng(self.seed, self._name, "tools", key))
+        pieces: list[str | ToolCallDelta]
+        if turn is None:
+            answer = self.answer_for(request)
+            pieces = list(_split(answer.text, answer.tokens))
+        else:
+            pieces = plan_pieces(turn, request)
+            answer = Answer("", len(pieces), None, 1.0)
+        calling = isinstance(turn, CallTools)
         truncated = len(pieces) > request.max_tokens
         pieces = pieces[: request.max_tokens]
         prompt_tokens = max(1, _prompt_chars(request) // 4)
@@ -175,6 +198,8 @@ class SimulatedModel:
             step = current_step()
             priority = step.priority if step is not None else 0
         scale = self.time_scale * slow
+        token_scale = scale * (rng.lognormvariate(0.0, p.tpot_request_sigma)
+                               if p.tpot_request_sigma else 1.0)  # fmt: skip
         stats = self.stats
         stats.requests += 1
         stats.in_flight += 1
@@ -185,18 +210,25 @@ class SimulatedModel:
             try:
                 clock.accepted()
                 yield Chunk()
-                due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prompt_tokens) * (
+                prefill = prompt_tokens
+                if self.prefix_cache is not None:
+                    prompt = prompt_text(request)
+                    prefill -= min(prompt_tokens, self.prefix_cache.lookup(prompt, prompt_tokens))
+                due = loop.time() + scale * (p.queue_s + p.prefill_per_token_s * prefill) * (
                     rng.lognormvariate(0.0, p.ttft_sigma)
                 )
+                if p.ttft_batch_slowdown:  # prefill shares its steps with the others' decoding
+                    others = self.scheduler.running - 1
+                    due += (due - loop.time()) * p.ttft_batch_slowdown * others
                 await _sleep_until(loop, due)
                 if error:
                     raise ServerError("simulated server error", model=self._name, status=500)
                 interval = self.stream_interval
-                buffered: list[str] = []
+                buffered: list[str | ToolCallDelta] = []
                 for i, piece in enumerate(pieces):
                     if i:
                         load = 1.0 + p.batch_slowdown * (self.scheduler.running - 1)
-                        due += scale * p.tpot_s * load * rng.lognormvariate(0.0, p.tpot_sigma)
+                        due += token_scale * p.tpot_s * load * rng.lognormvariate(0.0, p.tpot_sigma)
                     if i == reset_at:
                         await _sleep_until(loop, due)
                         raise ModelConnectionError("simulated connection reset", model=self._name)
@@ -209,16 +241,22 @@ class SimulatedModel:
                         continue
                     await _sleep_until(loop, due)
                     sent, buffered = buffered, []
-                    n, text = len(sent), "".join(sent)
+                    words = [p for p in sent if isinstance(p, str)]
+                    n, text = len(sent), "".join(words)
                     clock.token(n)
+                    finish = "tool_calls" if calling else "stop"
                     yield Chunk(
                         text=text,
                         tokens=n,
-                        logprobs=_logprobs(sent, answer) if request.logprobs else None,
-                        finish_reason=("length" if truncated else "stop") if last else None,
+                        logprobs=_logprobs(words, answer) if request.logprobs else None,
+                        finish_reason=("length" if truncated else finish) if last else None,
                         usage=Usage(prompt_tokens, len(pieces)) if last else None,
+                        tool_calls=tuple(p for p in sent if not isinstance(p, str)),
                     )
                 complete = True
+                if self.prefix_cache is not None:  # the answer's blocks stay cached too
+                    said = "".join(p for p in pieces if isinstance(p, str))
+                    self.prefix_cache.insert(prompt + as_assistant(said))
             finally:
                 self.scheduler.release()
             stats.record(clock.finish())

@@ -35,7 +35,8 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from critpath.errors import ConfigError
@@ -54,8 +55,14 @@ class LatencyProfile:
     - ``prefill_per_token_s``: TTFT grows with the prompt;
     - ``ttft_sigma``: log-normal spread of TTFT;
     - ``tpot_s`` / ``tpot_sigma``: per output token, with one sequence running;
+    - ``tpot_request_sigma``: log-normal spread of a whole request's token speed (a
+      request drawn slow is slow for all its tokens, as when batch composition
+      changes); 0 by default, set by profiles fitted to a measured server;
     - ``batch_slowdown``: each extra running sequence adds this fraction to TPOT
       (continuous batching: load raises latency);
+    - ``ttft_batch_slowdown``: each other running sequence adds this fraction to TTFT
+      (a prefill shares its steps with their decoding); 0 by default, set by profiles
+      fitted to a measured server;
     - ``max_num_seqs``: sequences decoded at once; more requests wait in a queue
       ordered by priority, then arrival (vLLM's priority scheduling);
     - ``straggler_p`` / ``straggler_x``: probability that a request is a straggler,
@@ -69,7 +76,9 @@ class LatencyProfile:
     ttft_sigma: float
     tpot_s: float
     tpot_sigma: float
+    tpot_request_sigma: float = 0.0
     batch_slowdown: float = 0.04
+    ttft_batch_slowdown: float = 0.0
     max_num_seqs: int = 64
     straggler_p: float = 0.0
     straggler_x: float = 10.0
@@ -79,7 +88,7 @@ class LatencyProfile:
 
     def __post_init__(self) -> None:
         for name in ("queue_s", "prefill_per_token_s", "ttft_sigma", "tpot_s", "tpot_sigma",
-                     "batch_slowdown"):  # fmt: skip
+                     "tpot_request_sigma", "batch_slowdown", "ttft_batch_slowdown"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"LatencyProfile.{name} must be >= 0")
         if self.max_num_seqs < 1:
@@ -93,6 +102,28 @@ class LatencyProfile:
     def with_(self, **changes: float | int) -> LatencyProfile:
         """A copy with some fields changed (e.g. ``straggler_p=0.05``)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, float | int]:
+        """The profile's fields by name (JSON-ready)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> LatencyProfile:
+        """A profile from ``to_dict``'s form; unknown or mistyped fields are a
+        ``ConfigError`` (missing ones take their defaults)."""
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown latency-profile fields: {unknown}")
+        values: dict[str, float | int] = {}
+        for name, value in data.items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"latency-profile field {name} must be a number, got {value!r}")
+            values[name] = int(value) if name == "max_num_seqs" else float(value)
+        try:
+            return cls(**values)  # type: ignore[arg-type]
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"incomplete latency profile: {exc}") from exc
 
     @staticmethod
     def from_measurements(

@@ -11,7 +11,9 @@
 - ``GET /v1/models``; ``GET /health``; ``GET /metrics``: Prometheus text with vLLM's
   names (``vllm:num_requests_running``, ``vllm:num_requests_waiting``,
   ``vllm:kv_cache_usage_perc`` = running / slots, per ``model_name`` and summed over
-  its replicas) and request counters.
+  its replicas; ``vllm:prefix_cache_queries_total`` and ``vllm:prefix_cache_hits_total``
+  in tokens, when the replicas have prefix caches: ``--prefix-cache-blocks``) and
+  request counters.
 
 When things go wrong (``endpoints`` has the details):
 
@@ -25,6 +27,17 @@ When things go wrong (``endpoints`` has the details):
   freed and the model counts the request as aborted, as vLLM aborts a request whose
   client disconnected.
 
+Hardening (``SimServer``): the app is wrapped in ``critpath.serve.guard.Guard`` (the
+``Host`` header must be a loopback name or the bound host — DNS rebinding is
+refused —, and POSTs must be ``application/json``); request JSON nested deeper than
+64 levels is a 400; a prompt plus ``max_tokens`` past the model's context window
+(``context=ContextLimits(...)``, 32768 tokens by default) is a 400 with vLLM's
+message; uvicorn limits concurrent connections (``limit_concurrency``: a 503 beyond)
+and closes idle keep-alive connections after ``timeout_keep_alive`` seconds; request
+headers are bounded by h11 (16 KiB) and bodies by 8 MiB. uvicorn has no timeout for
+a client that trickles its headers: the connection limit bounds what such clients
+can hold.
+
 ``SimServer`` runs the app under uvicorn in the running event loop (port 0: a free
 port; ``server.port`` says which) and ``serve`` runs one until interrupted. Only
 loopback hosts are served unless ``allow_remote=True``.
@@ -36,19 +49,20 @@ are imported when an app is built, so ``import critpath`` never needs them.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from critpath._data import recorded_dir
 from critpath.adapters.sim.endpoints import CompletionEndpoint, FleetService, SimulatedReset
 from critpath.adapters.sim.fleet import Fleet
+from critpath.adapters.sim.limits import ContextLimits
 from critpath.adapters.sim.wire import error_body
 from critpath.errors import ConfigError
+from critpath.serve.guard import LOOPBACK_HOSTS, Guard
+from critpath.serve.net import bind_socket, check_host
 
 if TYPE_CHECKING:
     import uvicorn
@@ -61,30 +75,6 @@ _FAULTS = {"straggler": "straggler_p", "error": "error_p", "reset": "reset_p", "
 
 
 # ---- options ------------------------------------------------------------------------
-
-
-def check_host(host: str, allow_remote: bool = False) -> None:
-    """Refuse (``ConfigError``) a host that is not a loopback address, unless allowed."""
-    if allow_remote or _is_loopback(host):
-        return
-    raise ConfigError(
-        f"refusing to serve on {host!r}: not a loopback address; the simulator serves on "
-        "127.0.0.1 / ::1 / localhost unless remote access is allowed (--allow-remote)"
-    )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        pass
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except OSError:
-        return False
-    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
 def parse_faults(spec: str) -> dict[str, float]:
@@ -128,11 +118,24 @@ def build_fleet(
     time_scale: float = 1.0,
     faults: dict[str, float] | None = None,
     max_num_seqs: int | None = None,
+    prefix_cache_blocks: int | None = None,
+    profile: str | Path | None = None,
 ) -> Fleet:
     """The fleet ``critpath sim-server`` serves: synthetic models named by ``sizes``, or
-    with ``data`` the recorded ``models`` (all of them by default), with ``faults``
-    (from ``parse_faults``) and ``max_num_seqs`` applied to every replica."""
-    if data is not None:
+    with ``data`` the recorded ``models`` (all of them by default), or with ``profile``
+    the model a server-profile file measured (``critpath profile --out``; see
+    ``measured``), with ``faults`` (from ``parse_faults``) and ``max_num_seqs`` applied
+    to every replica, and with ``prefix_cache_blocks`` a prefix cache of that many
+    blocks on each replica."""
+    if profile is not None:
+        from critpath.adapters.sim.measured import measured_fleet
+
+        if data is not None or models:
+            raise ConfigError("a measured profile serves its own model: give it without data")
+        fleet = measured_fleet(profile, replicas=replicas, seed=seed, time_scale=time_scale)
+    elif data is not None:
+        from critpath.strategies.data import recorded_dir  # the recorded format's lookup
+
         fleet = Fleet.recorded(
             recorded_dir(data),
             models or None,
@@ -150,7 +153,8 @@ def build_fleet(
     changes: dict[str, float | int] = dict(faults or {})
     if max_num_seqs is not None:
         changes["max_num_seqs"] = max_num_seqs
-    return fleet.with_profile(**changes) if changes else fleet
+    fleet = fleet.with_profile(**changes) if changes else fleet
+    return fleet.with_prefix_caching(prefix_cache_blocks) if prefix_cache_blocks else fleet
 
 
 # ---- the app ------------------------------------------------------------------------
@@ -237,8 +241,14 @@ class SimServer:
         log_level: str = "warning",
         access_log: bool = False,
         shutdown_timeout: float = 2.0,
+        context: ContextLimits | None = None,
+        limit_concurrency: int = 512,
+        timeout_keep_alive: int = 5,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         check_host(host, allow_remote)
+        if limit_concurrency < 1 or not timeout_keep_alive > 0:
+            raise ConfigError("limit_concurrency must be >= 1 and timeout_keep_alive > 0")
         if not 0 <= port <= 65535:
             raise ConfigError(f"port must be in 0..65535, got {port}")
         self.fleet = fleet
@@ -247,6 +257,10 @@ class SimServer:
         self.log_level = log_level
         self.access_log = access_log
         self.shutdown_timeout = shutdown_timeout
+        self.context = context
+        self.limit_concurrency = limit_concurrency
+        self.timeout_keep_alive = timeout_keep_alive
+        self.allowed_hosts = frozenset(LOOPBACK_HOSTS | {host.lower()} | set(allowed_hosts))
         self._server: uvicorn.Server | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -269,9 +283,9 @@ class SimServer:
             import uvicorn
         except ImportError as exc:
             raise ConfigError(_SERVE_HINT) from exc
-        service = FleetService(self.fleet)
-        app = _build_app(service)
-        sock = _bind(self.host, self.port)
+        service = FleetService(self.fleet, self.context)
+        app = Guard(_build_app(service), allowed_hosts=self.allowed_hosts)
+        sock = bind_socket(self.host, self.port)
         ready = asyncio.Event()
         grace = self.shutdown_timeout
 
@@ -297,6 +311,8 @@ class SimServer:
             log_level=self.log_level,
             access_log=self.access_log,
             timeout_graceful_shutdown=math.ceil(grace) + 1,  # a backstop: cancels the rest
+            limit_concurrency=self.limit_concurrency,
+            timeout_keep_alive=self.timeout_keep_alive,
         )
         server = _Server(config)
         self._server = server
@@ -334,23 +350,6 @@ class SimServer:
 
     def __repr__(self) -> str:
         return f"SimServer({self.url!r}, models={self.fleet.names()!r})"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot serve on {host}:{port}: {exc}") from exc
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot serve on {host}:{port}: {exc}") from exc
-    return sock
 
 
 async def serve(

@@ -19,17 +19,29 @@ Top alternatives are the ones the model reports with each token; a simulated mod
 reports none, so ``top_logprobs`` then holds the chosen token alone. ``stop``,
 ``temperature``, ``top_p`` and ``seed`` are validated and passed on; simulated models
 do not act on them (their answers depend on the question and the fleet's seed).
+``tools``, ``tool_choice``, ``parallel_tool_calls`` and ``response_format`` are read
+into the request (``openai_tools``), and the model's tool calls are written as vLLM
+writes them: ``delta.tool_calls`` pieces in a stream, ``message.tool_calls`` whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from critpath.adapters.openai_tools import (
+    calls_json,
+    delta_json,
+    message_from_json,
+    response_format_from_json,
+    tool_choice_from_json,
+    tools_from_json,
+)
 from critpath.adapters.protocol import Chunk, ModelRequest, TokenLogprob, Usage, make_request
+from critpath.adapters.tools import ToolCall
 from critpath.errors import InvalidRequestError
 
 __all__ = ["APIError", "ParsedRequest", "ResponseEncoder", "error_body", "parse_request"]
@@ -60,9 +72,12 @@ _COMMON = frozenset(
         "priority",
         "request_id",
         "n",
+        "response_format",
     }
 )
-_CHAT_FIELDS = _COMMON | {"messages", "top_logprobs"}
+_CHAT_FIELDS = _COMMON | {
+    "messages", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls",
+}  # fmt: skip
 _COMPLETION_FIELDS = _COMMON | {"prompt"}
 
 
@@ -142,6 +157,7 @@ def parse_request(body: object, *, chat: bool, request_id: str | None = None) ->
     if stop is not None:
         fields["stop"] = (stop,) if isinstance(stop, str) else stop
     fields.update(_logprobs(body, chat))
+    fields.update(_tool_fields(body, chat))
     rid = body.get("request_id")
     if rid is None:
         rid = request_id
@@ -153,6 +169,28 @@ def parse_request(body: object, *, chat: bool, request_id: str | None = None) ->
     except InvalidRequestError as exc:
         raise APIError(400, str(exc), param=_param(exc)) from exc
     return ParsedRequest(model, request, stream, include_usage)
+
+
+def _tool_fields(body: Mapping[str, Any], chat: bool) -> dict[str, Any]:
+    """``tools``, ``tool_choice``, ``parallel_tool_calls``, ``response_format``."""
+    fields: dict[str, Any] = {}
+    readers: list[tuple[str, Callable[[object], object]]] = [
+        ("response_format", response_format_from_json)
+    ]
+    if chat:
+        readers += [("tools", tools_from_json), ("tool_choice", tool_choice_from_json)]
+        if body.get("parallel_tool_calls") is not None:
+            fields["parallel_tool_calls"] = _optional_bool(body, "parallel_tool_calls")
+    for key, read in readers:
+        try:
+            value = read(body.get(key))
+        except (ValueError, TypeError) as exc:
+            raise APIError(400, f"invalid {key}: {exc}", param=key) from None
+        if value is not None:
+            fields[key] = value
+    if fields.get("tool_choice") is not None and "tools" not in fields:
+        fields.pop("tool_choice")  # OpenAI ignores a tool_choice without tools
+    return fields
 
 
 def _optional_bool(body: Mapping[str, Any], key: str, *, param: str | None = None) -> bool:
@@ -180,10 +218,10 @@ def _messages(raw: object) -> object:
             content = ""
         elif isinstance(content, list):
             content = "".join(_text_part(part) for part in content)
-        kept = {"role": msg.get("role"), "content": content}
-        if msg.get("name") is not None:
-            kept["name"] = msg["name"]
-        out.append(kept)
+        try:
+            out.append(message_from_json(msg, content))
+        except (ValueError, TypeError) as exc:
+            raise APIError(400, f"invalid message: {exc}", param="messages") from None
     return out
 
 
@@ -291,6 +329,10 @@ class ResponseEncoder:
         choice: dict[str, Any] = {"index": 0}
         if self.chat:
             choice["delta"] = {"content": chunk.text}
+            if chunk.tool_calls:
+                choice["delta"] = {"tool_calls": delta_json(chunk.tool_calls)}
+                if chunk.text:
+                    choice["delta"]["content"] = chunk.text
         else:
             choice["text"] = chunk.text
         choice["logprobs"] = lp
@@ -307,12 +349,16 @@ class ResponseEncoder:
         logprobs: Sequence[TokenLogprob],
         finish_reason: str | None,
         usage: Usage,
+        tool_calls: Sequence[ToolCall] = (),
     ) -> dict[str, Any]:
         """The whole (non-streamed) response."""
         lp = self._logprobs(logprobs, 0) if self.logprobs else None
         choice: dict[str, Any] = {"index": 0}
         if self.chat:
             choice["message"] = {"role": "assistant", "content": text}
+            if tool_calls:
+                choice["message"] = {"role": "assistant", "content": text or None,
+                                     "tool_calls": calls_json(tool_calls)}  # fmt: skip
         else:
             choice["text"] = text
         choice["logprobs"] = lp

@@ -39,6 +39,8 @@ from critpath.adapters.hedge import Hedge
 from critpath.adapters.pool import Pool
 from critpath.adapters.sim import PROFILES, LatencyProfile, SimulatedModel
 
+__all__ = ["add_arguments", "render", "run"]
+
 _PROMPT_CHARS = 2200  # ~550 tokens, the prompt length the profiles were calibrated on
 
 

@@ -1,6 +1,7 @@
 """An instant OpenAI-compatible SSE server for client-overhead benchmarks.
 
-``python benchmarks/_sse_server.py PORT [CHUNKS]`` serves ``/v1/chat/completions`` and
+``python -m critpath.bench._sse_server PORT [CHUNKS]`` (started by ``critpath bench
+adapter``) serves ``/v1/chat/completions`` and
 ``/v1/completions`` on 127.0.0.1, streaming CHUNKS content chunks (then usage and
 ``[DONE]``) as fast as the socket takes them, so what a client measures is its own
 cost. HTTP/1.1 keep-alive, chunked transfer encoding. Runs until killed.
@@ -11,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+
+__all__ = ["main"]
 
 
 def _events(chat: bool, chunks: int) -> bytes:

@@ -6,10 +6,14 @@ Reports requests/s, median and p99 end-to-end latency and TTFT of each, their ra
 (critpath / openai, median: below 1.0 is faster), and the SSE chunks per second the
 critpath adapter parsed.
 
-Without ``--base-url`` it starts ``benchmarks/_sse_server.py``, an instant local SSE
+Without ``--base-url`` it starts ``critpath.bench._sse_server``, an instant local SSE
 server, so the figures are the clients' own cost; with ``--base-url URL --model NAME``
 it measures against a real server such as vLLM (add ``--ignore-eos`` there so every
 answer has ``--max-tokens`` tokens).
+
+The ``openai`` client is a peer, not a dependency: when it is not installed its side
+is reported as skipped (``"openai": {"skipped": "not installed"}``) and the critpath
+adapter is measured alone.
 """
 
 from __future__ import annotations
@@ -20,11 +24,17 @@ import socket
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from critpath.adapters import OpenAICompatible, make_request
+from critpath.bench import peers
+from critpath.errors import ConfigError
+
+__all__ = ["VIRTUAL_TIME", "add_arguments", "render", "run"]
+
+VIRTUAL_TIME = False  # real sockets, real time
 
 Call = Callable[[], Awaitable[tuple[float, float, int]]]
 
@@ -50,14 +60,14 @@ def _free_port() -> int:
 async def _wait_port(port: int, proc: asyncio.subprocess.Process) -> None:
     for _ in range(200):
         if proc.returncode is not None:
-            raise SystemExit("the benchmark SSE server exited")
+            raise ConfigError("the benchmark SSE server exited")
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
             w.close()
             return
         except OSError:
             await asyncio.sleep(0.05)
-    raise SystemExit("the benchmark SSE server did not start")
+    raise ConfigError("the benchmark SSE server did not start")
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -66,14 +76,20 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _batch(
-    call: Call, n: int, concurrency: int
+    call: Call, n: int, concurrency: int, failed: Counter[str] | None = None
 ) -> tuple[float, list[tuple[float, float, int]]]:
+    """``n`` calls, ``concurrency`` at a time; a call that fails is counted in ``failed``
+    (by exception type) and the others go on: one failure never stops the benchmark."""
     results: list[tuple[float, float, int]] = []
     queue = iter(range(n))
+    failures = failed if failed is not None else Counter()
 
     async def worker() -> None:
         for _ in queue:
-            results.append(await call())
+            try:
+                results.append(await call())
+            except Exception as exc:  # a busy or broken server: counted, reported
+                failures[type(exc).__name__] += 1
 
     t = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
@@ -83,13 +99,14 @@ async def _batch(
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    if min(args.requests, args.concurrency, args.rounds, args.max_tokens) < 1:
+        raise ConfigError("--requests, --concurrency, --rounds and --max-tokens must be >= 1")
     proc: asyncio.subprocess.Process | None = None
     base = args.base_url
     if base is None:
         port = _free_port()
-        server = Path(__file__).with_name("_sse_server.py")
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(server), str(port), str(args.max_tokens)
+            sys.executable, "-m", "critpath.bench._sse_server", str(port), str(args.max_tokens)
         )
         await _wait_port(port, proc)
         base = f"http://127.0.0.1:{port}/v1"
@@ -102,14 +119,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def _measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
-    from openai import AsyncOpenAI
-
     chat = not args.completions
     extra = {"ignore_eos": True} if args.ignore_eos else {}
     fields: dict[str, Any] = {"messages": "Say something."} if chat else {"prompt": "Say"}
     request = make_request(**fields, max_tokens=args.max_tokens, extra_body=extra)
     ours = OpenAICompatible(base, args.model, retry=None, max_connections=args.concurrency * 2)
-    theirs = AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
+    theirs: Any = None
+    if peers.installed("openai"):
+        from openai import AsyncOpenAI
+
+        theirs = AsyncOpenAI(base_url=base, api_key="unused", max_retries=0)
 
     async def critpath_call() -> tuple[float, float, int]:
         t = time.perf_counter()
@@ -145,19 +164,23 @@ async def _measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
                 chunks += 1
         return time.perf_counter() - t, ttft, chunks
 
-    sides: dict[str, Call] = {"critpath": critpath_call, "openai": openai_call}
+    sides: dict[str, Call] = {"critpath": critpath_call}
+    if theirs is not None:
+        sides["openai"] = openai_call
     for call in sides.values():  # warm-up: connections, imports, server caches
         await _batch(call, args.concurrency * 2, args.concurrency)
     per_round = max(1, args.requests // args.rounds)
     wall = dict.fromkeys(sides, 0.0)
     samples: dict[str, list[tuple[float, float, int]]] = {k: [] for k in sides}
+    failed: dict[str, Counter[str]] = {k: Counter() for k in sides}
     for _ in range(args.rounds):
         for name, call in sides.items():
-            took, res = await _batch(call, per_round, args.concurrency)
+            took, res = await _batch(call, per_round, args.concurrency, failed[name])
             wall[name] += took
             samples[name] += res
     await ours.aclose()
-    await theirs.close()
+    if theirs is not None:
+        await theirs.close()
 
     out: dict[str, Any] = {
         "base_url": base, "model": args.model, "endpoint": "chat" if chat else "completions",
@@ -167,31 +190,47 @@ async def _measure(args: argparse.Namespace, base: str) -> dict[str, Any]:
     for name in sides:
         lat = [s[0] * 1000 for s in samples[name]]
         ttft = [s[1] * 1000 for s in samples[name]]
+        out[f"{name}_failed"] = dict(failed[name])
+        if not lat:
+            raise ConfigError(f"every {name} request failed: {dict(failed[name])}")
         out[f"{name}_rps"] = len(lat) / wall[name]
         out[f"{name}_latency_ms"] = {"p50": statistics.median(lat), "p99": _pct(lat, 0.99)}
         out[f"{name}_ttft_ms"] = {"p50": statistics.median(ttft), "p99": _pct(ttft, 0.99)}
-    out["ratio_vs_openai_client"] = (
-        out["critpath_latency_ms"]["p50"] / out["openai_latency_ms"]["p50"]
-    )
-    out["p99_ratio_vs_openai_client"] = (
-        out["critpath_latency_ms"]["p99"] / out["openai_latency_ms"]["p99"]
-    )
+    if theirs is None:
+        out["openai"] = peers.skipped(peers.NOT_INSTALLED)
+    else:
+        out["openai"] = {"version": peers.version("openai")}
+        out["ratio_vs_openai_client"] = (
+            out["critpath_latency_ms"]["p50"] / out["openai_latency_ms"]["p50"]
+        )
+        out["p99_ratio_vs_openai_client"] = (
+            out["critpath_latency_ms"]["p99"] / out["openai_latency_ms"]["p99"]
+        )
     out["sse_chunks_per_s"] = sum(s[2] for s in samples["critpath"]) / wall["critpath"]
     return out
 
 
 def render(r: dict[str, Any]) -> str:
-    return "\n".join(
-        [
-            f"{r['endpoint']} x {r['requests_per_client']} streamed requests, "
-            f"concurrency {r['concurrency']}, {r['max_tokens']} tokens, {r['base_url']}",
-            f"critpath: {r['critpath_rps']:.0f} req/s, "
-            f"p50 {r['critpath_latency_ms']['p50']:.2f} ms, "
-            f"p99 {r['critpath_latency_ms']['p99']:.2f} ms",
+    lines = [
+        f"{r['endpoint']} x {r['requests_per_client']} streamed requests, "
+        f"concurrency {r['concurrency']}, {r['max_tokens']} tokens, {r['base_url']}",
+        f"critpath: {r['critpath_rps']:.0f} req/s, "
+        f"p50 {r['critpath_latency_ms']['p50']:.2f} ms, "
+        f"p99 {r['critpath_latency_ms']['p99']:.2f} ms",
+    ]
+    if "skipped" in r.get("openai", {}):
+        lines.append(f"openai:   skipped ({r['openai']['skipped']})")
+    else:
+        lines += [
             f"openai:   {r['openai_rps']:.0f} req/s, p50 {r['openai_latency_ms']['p50']:.2f} ms, "
             f"p99 {r['openai_latency_ms']['p99']:.2f} ms",
             f"latency ratio critpath/openai: p50 {r['ratio_vs_openai_client']:.3f}, "
-            f"p99 {r['p99_ratio_vs_openai_client']:.3f}; "
-            f"critpath parsed {r['sse_chunks_per_s']:.0f} SSE chunks/s",
+            f"p99 {r['p99_ratio_vs_openai_client']:.3f}",
         ]
-    )
+    lines.append(f"critpath parsed {r['sse_chunks_per_s']:.0f} SSE chunks/s")
+    for side in ("critpath", "openai"):
+        failed = r.get(f"{side}_failed")
+        if failed:
+            kinds = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
+            lines.append(f"{side}: failed requests (not in the figures above): {kinds}")
+    return "\n".join(lines)

@@ -29,6 +29,8 @@ from critpath.adapters import complete, make_request
 from critpath.adapters.sim import Answer, FunctionAnswers, SimulatedModel
 from critpath.adapters.sim.profiles import PROFILES
 
+__all__ = ["FANOUT", "FINAL", "add_arguments", "build_graph", "render", "run"]
+
 FANOUT = {"search": 20, "lookup": 40, "analyse": 80, "draft": 160}  # output tokens
 FINAL = 40
 

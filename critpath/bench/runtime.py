@@ -15,21 +15,43 @@ Three measurements, in one process, one run:
 3. ``barrier_dag``: a slow step beside a chain of fast steps, then a join. Under
    supersteps the chain waits for the slow step at every level; as-soon-as-ready it
    does not.
+
+LangGraph is a peer, not a dependency: when it is not installed (or with
+``--no-langgraph``) its side is reported as skipped (``"langgraph": {"skipped": ...}``)
+and critpath's figures are measured alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import random
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from critpath import Graph
+from critpath.bench import peers
+from critpath.errors import ConfigError
 from critpath.orchestrator.analysis import analyse
+
+__all__ = [
+    "VIRTUAL_TIME",
+    "add_arguments",
+    "barrier_dag",
+    "critpath_graph",
+    "langgraph_app",
+    "layered_dag",
+    "precise_sleep",
+    "random_dag",
+    "render",
+    "run",
+]
+
+VIRTUAL_TIME = False  # real time: this measures the runtime's own overhead
 
 Preds = dict[str, list[str]]
 
@@ -139,7 +161,7 @@ def langgraph_app(
     g = StateGraph(State)
     has_child = {p for ps in preds.values() for p in ps}
     for name in preds:
-        g.add_node(name, node((durations or {}).get(name, 0.0)))
+        g.add_node(name, cast(Any, node((durations or {}).get(name, 0.0))))
     for name, ps in preds.items():
         if not ps:
             g.add_edge(START, name)
@@ -173,8 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if args.dags < 1 or args.reps < 1 or args.steps < 1:
-        raise SystemExit("--dags, --reps and --steps must be >= 1")
+    if args.dags < 1 or args.reps < 1 or args.steps < 1 or args.dag_steps < 1:
+        raise ConfigError("--dags, --reps, --steps and --dag-steps must be >= 1")
     width = 40
     preds = layered_dag(max(1, args.steps // width), width, args.seed)
     n = len(preds)
@@ -182,21 +204,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # Interleaved rounds (critpath runs, then a LangGraph run), so that both sides see the
     # same machine conditions; one warm-up run each first.
-    use_lg = not args.no_langgraph
+    if args.no_langgraph:
+        result["langgraph"] = peers.skipped("--no-langgraph")
+    elif not peers.installed("langgraph"):
+        result["langgraph"] = peers.skipped(peers.NOT_INSTALLED)
+    else:
+        result["langgraph"] = {"version": peers.version("langgraph")}
+    use_lg = "skipped" not in result["langgraph"]
     g = critpath_graph(preds)
     await g.run()
     cfg = {"recursion_limit": 100_000}
-    app = langgraph_app(preds) if use_lg else None
-    if app is not None:
-        await app.ainvoke({}, cfg)
+    lg_call: Callable[[], Awaitable[Any]] | None = None
+    if use_lg:
+        lg_call = functools.partial(langgraph_app(preds).ainvoke, {}, cfg)
+        await lg_call()
     rounds = max(args.langgraph_reps, 1) if use_lg else 1
     per_round = max(1, -(-args.reps // rounds))
     cp_times: list[float] = []
     lg_times: list[float] = []
     for _ in range(rounds):
         cp_times += [await _time(g.run) for _ in range(per_round)]
-        if app is not None:
-            lg_times.append(await _time(lambda: app.ainvoke({}, cfg)))
+        if lg_call is not None:
+            lg_times.append(await _time(lg_call))
     result["overhead_us_per_step"] = statistics.median(cp_times) / n * 1e6
     result["runs"] = {"critpath": len(cp_times), "langgraph": len(lg_times)}
     if lg_times:
@@ -231,8 +260,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     graph = critpath_graph(dag, durations, precise=True)
     barrier["critpath_ms"] = await _time(graph.run) * 1e3
     if use_lg:
-        app = langgraph_app(dag, durations, precise=True)
-        barrier["langgraph_ms"] = await _time(lambda: app.ainvoke({})) * 1e3
+        barrier_app = langgraph_app(dag, durations, precise=True)
+        barrier["langgraph_ms"] = await _time(functools.partial(barrier_app.ainvoke, {})) * 1e3
     barrier["critpath_over_critical_path"] = barrier["critpath_ms"] / barrier["critical_path_ms"]
     result["barrier_dag"] = barrier
     return result
@@ -253,6 +282,8 @@ def render(r: dict[str, Any]) -> str:
             f"  LangGraph {r['langgraph_overhead_us_per_step']:.1f} us/step "
             f"-> critpath is {r['overhead_ratio_vs_langgraph']:.1f}x lower"
         )
+    elif "skipped" in r.get("langgraph", {}):
+        lines.append(f"  LangGraph: skipped ({r['langgraph']['skipped']})")
     lines.append(
         f"random DAGs: efficiency (critical path / makespan) median "
         f"{r['efficiency_random_dags']:.4f}, min {r['efficiency_random_dags_min']:.4f}; "

@@ -45,6 +45,18 @@ from critpath.estimates import percentile
 from critpath.orchestrator import Graph, StepContext
 from critpath.orchestrator.speculation import Speculation
 
+__all__ = [
+    "BRANCHES",
+    "PLAN",
+    "VIRTUAL_TIME",
+    "add_arguments",
+    "render",
+    "router_graph",
+    "run",
+    "run_planner",
+    "run_router",
+]
+
 VIRTUAL_TIME = True
 
 BRANCHES = {"billing": 0.6, "tech": 0.3, "sales": 0.1}
@@ -180,7 +192,8 @@ def _parse(line: str) -> dict[str, Any]:
 
 
 def _tool_s(args: argparse.Namespace, run: int, tid: str) -> float:
-    return args.tool_s * random.Random(f"{args.seed}:tool:{run}:{tid}").lognormvariate(0.0, 0.4)
+    median: float = args.tool_s
+    return median * random.Random(f"{args.seed}:tool:{run}:{tid}").lognormvariate(0.0, 0.4)
 
 
 async def _plan_lines(model: SimulatedModel, run: int, text_tokens: int) -> AsyncIterator[str]:

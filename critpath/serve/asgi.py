@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from critpath.adapters.sim.server import _bind, check_host
 from critpath.errors import ConfigError
+from critpath.serve.net import bind_socket, check_host
 
 __all__ = ["AppServer"]
 
@@ -44,7 +44,7 @@ class AppServer:
             import uvicorn
         except ImportError as exc:
             raise ConfigError("serving needs uvicorn: pip install 'critpath[serve]'") from exc
-        sock = _bind(self.host, self.port)
+        sock = bind_socket(self.host, self.port)
         try:
             await self._serve(uvicorn, sock)
         except BaseException:

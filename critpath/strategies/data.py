@@ -1,4 +1,5 @@
-"""Where recorded data lives: an explicit path, ``$CRITPATH_DATA``, or ``../shared/data``."""
+"""Where recorded data lives (``shared/data/mmlu_pro``: questions and every model's
+answers): an explicit path, ``$CRITPATH_DATA``, or ``../shared/data`` beside the checkout."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def recorded_dir(explicit: str | Path | None = None, name: str = "mmlu_pro") -> 
         env = os.environ.get("CRITPATH_DATA")
         if env:
             candidates.append(Path(env))
-        here = Path(__file__).resolve().parent.parent
+        here = Path(__file__).resolve().parents[2]  # the checkout (critpath/strategies/../..)
         candidates += [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
     for c in candidates:
         for d in (c, c / name):
