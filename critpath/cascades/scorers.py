@@ -80,9 +80,7 @@ class AbstentionScorer:
 
     needs_logprobs = False
 
-    def __init__(
-        self, kind: AnswerKindLike = None, *, normalise: Normaliser | None = None
-    ) -> None:
+    def __init__(self, kind: AnswerKindLike = None, *, normalise: Normaliser | None = None) -> None:
         self.kind: AnswerKind = as_kind(kind, normalise)
 
     async def score(self, candidate: Candidate) -> Score:
