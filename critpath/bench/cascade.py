@@ -1,7 +1,8 @@
 """``critpath bench cascade``: cascades, votes and refine on recorded real LLM answers.
 
-Replays the recorded answers of ``--data`` (the format of ``shared/data/mmlu_pro``:
-``questions.jsonl``, ``responses/<model>.jsonl``, ``models.json``) through every
+Replays the recorded answers of ``--data`` (the format of ``shared/data/mmlu_pro``,
+``math_l5`` or ``crux``: ``questions.jsonl``, ``responses/<model>.jsonl``,
+``models.json``, optional ``dataset.json`` naming the ``answer_kind``) through every
 strategy of ``--strategies`` (default: the file shipped in ``critpath/strategies``,
 written for any such data set: it names no model) and every model alone, on the
 simulated fleet (each model's latency from its size profile; hosted models of unknown
@@ -96,7 +97,7 @@ def render(result: dict[str, Any]) -> str:
     )
     lines = [
         f"{result['dataset']}: {result['n_eval']} evaluation questions "
-        f"({result['n_calibration']} for calibration)",
+        f"({result['n_calibration']} for calibration), {result['answer_kind']} answers",
         head,
         "-" * len(head),
     ]
@@ -106,9 +107,12 @@ def render(result: dict[str, Any]) -> str:
             f"{r['name'][:40]:<40} {r['accuracy']:>6.3f} {lat['p50']:>8.0f} {lat['p95']:>8.0f} "
             f"{lat['p99']:>8.0f} {lat['mean']:>8.0f} {r['ttft_ms']['p50']:>8.0f} "
             f"{r['cost'] * 1000:>8.3f} {r['calls_per_query']:>6.2f}"
+            + (f"  strict {r['strict_accuracy']:.3f}" if "strict_accuracy" in r else "")
         )
     for s in result["skipped"]:
         lines.append(f"skipped {s['name']}: {s['reason']}")
+    for w in result.get("warnings", []):
+        lines.append(f"WARNING {w}")
     g = result["goals"]
     if g:
         ref = g["reference"]

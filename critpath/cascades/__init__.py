@@ -1,5 +1,8 @@
 """Compound strategies over the model protocol: cascades and votes.
 
+- ``answers``: answer kinds (``choice``, ``number``, ``math``, ``python_literal``,
+  ``text``, your own): how to extract the final answer of a reply, normalise it and
+  decide whether two answers are equivalent; votes and scorers take one (``kind=``).
 - ``decisions``: the pure logic — answer normalisation, abstention, logprob confidence,
   acceptance (``Acceptance``, ``Reason``), quorum (``tally``), escalation timing and
   threshold fitting on calibration data (``fit_threshold``).
@@ -17,6 +20,20 @@
 result (``VoteResult``, ``CascadeResult``) for that call alone.
 """
 
+from critpath.cascades.answers import (
+    DEFAULT_KIND,
+    AnswerKind,
+    AnswerKindName,
+    ChoiceKind,
+    FunctionKind,
+    LiteralKind,
+    MathKind,
+    NumberKind,
+    TextKind,
+    as_kind,
+    extract_final,
+    kind_named,
+)
 from critpath.cascades.cascade import (
     Cascade,
     CascadeFailedError,
@@ -66,22 +83,30 @@ from critpath.cascades.scorers import (
 from critpath.cascades.vote import Ballot, Seeded, Vote, VoteFailedError, VoteResult
 
 __all__ = [
+    "DEFAULT_KIND",
     "AbstentionScorer",
     "Acceptance",
     "AgreementScorer",
+    "AnswerKind",
+    "AnswerKindName",
     "Ballot",
     "Candidate",
     "Cascade",
     "CascadeFailedError",
     "CascadeResult",
+    "ChoiceKind",
     "Decided",
     "Decider",
     "DiffOp",
     "DraftDelta",
     "Escalation",
     "Final",
+    "FunctionKind",
     "FunctionScorer",
+    "LiteralKind",
     "LogprobScorer",
+    "MathKind",
+    "NumberKind",
     "Reason",
     "Refine",
     "RefineCallStats",
@@ -92,6 +117,7 @@ __all__ = [
     "Scorer",
     "Seeded",
     "Tally",
+    "TextKind",
     "ThresholdFit",
     "Tier",
     "TierReport",
@@ -102,12 +128,15 @@ __all__ = [
     "accept",
     "answer_confidence",
     "apply_revision",
+    "as_kind",
     "change_fraction",
     "completion_chunks",
     "diff_ops",
     "escalation_delay",
+    "extract_final",
     "fit_threshold",
     "is_abstention",
+    "kind_named",
     "normalise_answer",
     "normalise_choice",
     "tally",

@@ -30,6 +30,7 @@ from enum import StrEnum
 
 from critpath.adapters.protocol import TokenLogprob
 from critpath.adapters.sim.answers import parse_choice
+from critpath.cascades.answers import ABSTENTION_PATTERNS, says_it_does_not_know
 from critpath.errors import ConfigError
 
 __all__ = [
@@ -53,18 +54,7 @@ __all__ = [
 Normaliser = Callable[[str], str | None]
 """Maps an answer's text to the key votes are counted on; ``None``: no answer."""
 
-ABSTENTION_PATTERNS: tuple[str, ...] = (
-    r"\bi (?:do not|don't|dont) know\b",
-    r"\bi(?:'m| am) not (?:sure|certain)\b",
-    r"\b(?:cannot|can't|can not|unable to) (?:answer|determine|tell)\b",
-    r"\bnot enough information\b",
-    r"\bno answer\b",
-)
-_ABSTAIN = re.compile("|".join(ABSTENTION_PATTERNS), re.IGNORECASE)
-
-
-def _says_it_does_not_know(text: str) -> bool:
-    return _ABSTAIN.search(text.replace("\u2019", "'")) is not None
+_says_it_does_not_know = says_it_does_not_know
 
 
 def normalise_choice(text: str) -> str | None:
@@ -109,13 +99,17 @@ def is_abstention(text: str, normalise: Normaliser = normalise_answer) -> bool:
 
 
 def answer_confidence(
-    logprobs: Sequence[TokenLogprob] | None, *, method: str = "answer"
+    logprobs: Sequence[TokenLogprob] | None,
+    *,
+    method: str = "answer",
+    span: tuple[int, int] | None = None,
 ) -> float | None:
     """The model's confidence in its answer, from token logprobs; ``None`` without any.
 
     ``method="answer"``: ``exp`` of the summed logprobs of the tokens overlapping the
-    last "(X)" span of the text (the probability of the answer letter, however the
-    tokeniser split it); with no such span it falls back to ``"mean"``:
+    answer ``span`` (characters of the text, e.g. ``AnswerKind.span``: a free-form
+    answer), else the last "(X)" span of the text (the probability of the answer
+    letter, however the tokeniser split it); with no such span it falls back to ``"mean"``:
     ``exp(mean logprob)`` over all tokens, the geometric-mean token probability.
 
     >>> lps = [TokenLogprob("The answer is", -0.1), TokenLogprob(" (B).", math.log(0.8))]
@@ -128,9 +122,9 @@ def answer_confidence(
         raise ConfigError(f"method must be 'answer' or 'mean', got {method!r}")
     if method == "answer":
         text = "".join(t.token for t in logprobs)
-        spans = list(re.finditer(r"\([A-J]\)", text))
+        spans = [span] if span is not None else [m.span() for m in re.finditer(r"\([A-J]\)", text)]
         if spans:
-            start, end = spans[-1].span()
+            start, end = spans[-1]
             total, pos = 0.0, 0
             for tok in logprobs:
                 lo, pos = pos, pos + len(tok.token)

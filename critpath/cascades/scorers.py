@@ -5,10 +5,14 @@ the tier's ``Completion`` and, when the tier is a ``Vote`` or a ``Cascade``, its
 (``candidate.result``). ``accept(score, threshold)`` in ``decisions`` then accepts or
 escalates. Provided:
 
-- ``AbstentionScorer``: confidence 1 unless the answer abstains ("I don't know", or
-  nothing the normaliser can parse).
-- ``LogprobScorer``: the probability the model put on its answer token
-  (``answer_confidence``); sets ``needs_logprobs`` so the cascade asks for logprobs.
+Every scorer takes the answer kind (``kind=``: an ``answers.AnswerKind`` or its name)
+that says what an answer is: a reply with no answer of that kind, or an "I don't
+know", abstains (score 0, escalated).
+
+- ``AbstentionScorer``: confidence 1 unless the answer abstains.
+- ``LogprobScorer``: the probability the model put on its answer's tokens
+  (``answer_confidence`` over the kind's answer span); sets ``needs_logprobs`` so the
+  cascade asks for logprobs.
 - ``AgreementScorer``: a vote's agreement (or any result's ``confidence``).
 - ``VerifierScorer``: asks another model whether the answer is right (prompt below).
 - ``FunctionScorer``: any function, sync or async, returning a float, ``None`` or a
@@ -25,13 +29,8 @@ from typing import Protocol, runtime_checkable
 
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.protocol import Model, ModelRequest, make_request
-from critpath.cascades.decisions import (
-    Normaliser,
-    Score,
-    answer_confidence,
-    is_abstention,
-    normalise_answer,
-)
+from critpath.cascades.answers import AnswerKind, AnswerKindLike, as_kind
+from critpath.cascades.decisions import Normaliser, Score, answer_confidence
 from critpath.cascades.vote import VoteResult
 from critpath.errors import ConfigError
 
@@ -81,11 +80,11 @@ class AbstentionScorer:
 
     needs_logprobs = False
 
-    def __init__(self, normalise: Normaliser = normalise_answer) -> None:
-        self.normalise = normalise
+    def __init__(self, kind: AnswerKindLike = None, *, normalise: Normaliser | None = None) -> None:
+        self.kind: AnswerKind = as_kind(kind, normalise)
 
     async def score(self, candidate: Candidate) -> Score:
-        if is_abstention(candidate.text, self.normalise):
+        if self.kind.abstains(candidate.text):
             return Score(0.0, abstained=True, detail="abstained")
         return Score(1.0, detail="answered")
 
@@ -93,20 +92,30 @@ class AbstentionScorer:
 class LogprobScorer:
     """The probability the model put on its answer (``answer_confidence``, ``method``
     ``"answer"``: the answer span's tokens; ``"mean"``: geometric-mean token
-    probability). Abstentions score 0 and escalate. No logprobs: ``confidence=None``."""
+    probability). The answer span is where the kind finds the final answer (``span``),
+    else the last "(X)". Abstentions score 0 and escalate. No logprobs:
+    ``confidence=None``."""
 
     needs_logprobs = True
 
-    def __init__(self, *, method: str = "answer", normalise: Normaliser = normalise_answer) -> None:
+    def __init__(
+        self,
+        kind: AnswerKindLike = None,
+        *,
+        method: str = "answer",
+        normalise: Normaliser | None = None,
+    ) -> None:
         if method not in ("answer", "mean"):
             raise ConfigError(f"method must be 'answer' or 'mean', got {method!r}")
         self.method = method
-        self.normalise = normalise
+        self.kind: AnswerKind = as_kind(kind, normalise)
 
     async def score(self, candidate: Candidate) -> Score:
-        if is_abstention(candidate.text, self.normalise):
+        if self.kind.abstains(candidate.text):
             return Score(0.0, abstained=True, detail="abstained")
-        conf = answer_confidence(candidate.completion.logprobs, method=self.method)
+        conf = answer_confidence(
+            candidate.completion.logprobs, method=self.method, span=self.kind.span(candidate.text)
+        )
         return Score(conf, detail=f"logprob ({self.method})" if conf is not None else "no logprobs")
 
 
@@ -150,7 +159,8 @@ class VerifierScorer:
     Confidence: ``P(yes) / (P(yes) + P(no))`` from the first token's logprobs when the
     verifier returns them (tokens compared lowercased, without spaces or a final
     period), otherwise 1.0 if the reply starts with "yes", 0.0 otherwise. Answers that
-    abstain score 0 without asking.
+    abstain (by ``kind``) score 0 without asking. ``{answer}`` in the prompt is the
+    whole reply; ``{final}`` the final answer the kind reads in it.
     """
 
     needs_logprobs = False
@@ -161,12 +171,13 @@ class VerifierScorer:
         *,
         prompt: str = VERIFIER_PROMPT,
         max_tokens: int = 4,
-        normalise: Normaliser = normalise_answer,
+        kind: AnswerKindLike = None,
+        normalise: Normaliser | None = None,
     ) -> None:
         self.verifier = verifier
         self.prompt = prompt
         self.max_tokens = max_tokens
-        self.normalise = normalise
+        self.kind: AnswerKind = as_kind(kind, normalise)
 
     def question_of(self, request: ModelRequest) -> str:
         if request.messages is not None:
@@ -175,10 +186,12 @@ class VerifierScorer:
         return request.prompt or ""
 
     async def score(self, candidate: Candidate) -> Score:
-        if is_abstention(candidate.text, self.normalise):
+        if self.kind.abstains(candidate.text):
             return Score(0.0, abstained=True, detail="abstained")
         ask = self.prompt.format(
-            question=self.question_of(candidate.request), answer=candidate.text
+            question=self.question_of(candidate.request),
+            answer=candidate.text,
+            final=self.kind.extract(candidate.text) or candidate.text,
         )
         reply = await complete(
             self.verifier,

@@ -1,7 +1,11 @@
 """``Vote``: ask N models (or N samples of one) at once; the most-voted answer wins.
 
-Answers are normalised (``decisions.normalise_answer`` by default: the multiple-choice
-letter, else the cleaned text) and counted, with optional weights. **Early quorum**:
+Answers are read with an answer kind (``answers``: ``kind="math"``, ``"number"``,
+``"python_literal"``, ``"choice"``, ``"text"`` or your own; by default the
+multiple-choice letter, else the cleaned text) and **equivalent answers vote
+together**: ``0.5``, ``1/2`` and ``\\frac{1}{2}`` are one answer under ``math``. Each
+group's key is the normal form of its first answer, and the winner's text is the
+answer of one of the group's own voters. Votes are counted with optional weights. **Early quorum**:
 after every vote ``decisions.tally`` says whether the outcome can still change; once
 it cannot (the leader can no longer be overtaken, or the required agreement is met or
 out of reach), the stragglers are cancelled at once: their tasks cancelled and their
@@ -31,8 +35,9 @@ from critpath.adapters.completion import Completion, complete
 from critpath.adapters.logs import get_logger
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.wrapper import WrapperModel
+from critpath.cascades.answers import AnswerKind, AnswerKindLike, as_kind
 from critpath.cascades.decider import Decider
-from critpath.cascades.decisions import Normaliser, Tally, normalise_answer, tally
+from critpath.cascades.decisions import Normaliser, Tally, tally
 from critpath.errors import ConfigError, ModelError
 from critpath.telemetry_genai import DecisionKind, capture_content, decision_span
 
@@ -53,9 +58,11 @@ class VoteFailedError(ModelError):
 class Ballot:
     """One voter's part in a vote.
 
-    ``status``: ``answered``, ``abstained`` (nothing the normaliser could count),
-    ``failed`` (``error`` holds why) or ``cancelled`` (a straggler stopped by early
-    quorum); ``elapsed``: seconds from the start of the vote to its end.
+    ``status``: ``answered``, ``abstained`` (no answer of the vote's kind, or "I don't
+    know"), ``failed`` (``error`` holds why) or ``cancelled`` (a straggler stopped by
+    early quorum); ``answer``: the key of the group of equivalent answers it joined
+    (the normal form of that group's first answer); ``extracted``: its own answer as it
+    wrote it; ``elapsed``: seconds from the start of the vote to its end.
     """
 
     index: int
@@ -66,6 +73,7 @@ class Ballot:
     completion: Completion | None = None
     error: BaseException | None = None
     elapsed: float = 0.0
+    extracted: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +143,10 @@ class Seeded(WrapperModel):
 class Vote(Decider[VoteResult]):
     """A ``Model`` that asks every voter at once and answers with the winner.
 
-    ``normalise``: answer text -> vote key (``None``: abstains). ``weights``: one per
+    ``kind``: how answers are read and which are equivalent (an ``AnswerKind`` or its
+    name; default ``answers.DEFAULT_KIND``); ``normalise``: the older way, a function
+    of the whole reply -> vote key (``None``: abstains), equal keys voting together.
+    ``weights``: one per
     voter (default 1 each). ``quorum``: ``None`` for plurality (stop once the leader
     cannot be overtaken) or a fraction in (0, 1]: stop once the leader holds that
     share of all voters' weight, or can no longer reach it. ``early_stop=False`` waits
@@ -147,7 +158,8 @@ class Vote(Decider[VoteResult]):
         self,
         models: Sequence[Model],
         *,
-        normalise: Normaliser = normalise_answer,
+        kind: AnswerKindLike = None,
+        normalise: Normaliser | None = None,
         weights: Sequence[float] | None = None,
         quorum: float | None = None,
         early_stop: bool = True,
@@ -162,7 +174,7 @@ class Vote(Decider[VoteResult]):
         if quorum is not None and not 0.0 < quorum <= 1.0:
             raise ConfigError(f"quorum must be in (0, 1], got {quorum!r}")
         super().__init__(models, name=name or "vote(" + ",".join(m.name for m in models) + ")")
-        self.normalise = normalise
+        self.kind: AnswerKind = as_kind(kind, normalise)
         self.weights = tuple(float(w) for w in weights) if weights is not None else None
         self.quorum = quorum
         self.early_stop = early_stop
@@ -174,7 +186,8 @@ class Vote(Decider[VoteResult]):
         n: int,
         *,
         seed: int = 0,
-        normalise: Normaliser = normalise_answer,
+        kind: AnswerKindLike = None,
+        normalise: Normaliser | None = None,
         quorum: float | None = None,
         name: str | None = None,
     ) -> Vote:
@@ -183,7 +196,7 @@ class Vote(Decider[VoteResult]):
         if n < 1:
             raise ConfigError("a Vote needs at least one sample")
         voters = [Seeded(model, seed + i) for i in range(n)]
-        return cls(voters, normalise=normalise, quorum=quorum, name=name)
+        return cls(voters, kind=kind, normalise=normalise, quorum=quorum, name=name)
 
     @property
     def models(self) -> tuple[Model, ...]:
@@ -192,6 +205,10 @@ class Vote(Decider[VoteResult]):
 
     def __repr__(self) -> str:
         return f"Vote({self._name!r}, voters={len(self.models)}, quorum={self.quorum})"
+
+    def normalise(self, text: str) -> str | None:
+        """A reply's vote key on its own (``kind.key``); ``None``: it abstains."""
+        return self.kind.key(text)
 
     def weight(self, index: int) -> float:
         return 1.0 if self.weights is None else self.weights[index]
@@ -213,6 +230,7 @@ class Vote(Decider[VoteResult]):
             for i, m in enumerate(self.models)
         }
         ballots: dict[int, Ballot] = {}
+        groups: list[tuple[str, str]] = []  # (key, first answer) per group, this call's
         arrivals: list[tuple[str | None, float]] = []
         pending = set(tasks)
         state = tally(
@@ -223,7 +241,7 @@ class Vote(Decider[VoteResult]):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in sorted(done, key=lambda t: tasks[t]):
                     i = tasks[task]
-                    ballot = self._ballot(i, task, _now() - start)
+                    ballot = self._ballot(i, task, _now() - start, groups)
                     ballots[i] = ballot
                     if ballot.status != "failed":
                         arrivals.append((ballot.answer, ballot.weight))
@@ -265,7 +283,9 @@ class Vote(Decider[VoteResult]):
         self.observe(now)
         return result
 
-    def _ballot(self, i: int, task: asyncio.Task[Completion], elapsed: float) -> Ballot:
+    def _ballot(
+        self, i: int, task: asyncio.Task[Completion], elapsed: float, groups: list[tuple[str, str]]
+    ) -> Ballot:
         name, weight = self.models[i].name, self.weight(i)
         exc = task.exception()
         if exc is not None:
@@ -273,9 +293,19 @@ class Vote(Decider[VoteResult]):
                 raise exc  # a bug, not a model failure: never voted around
             return Ballot(i, name, weight, "failed", error=exc, elapsed=elapsed)
         completion = task.result()
-        answer = self.normalise(completion.text)
-        status: Literal["answered", "abstained"] = "abstained" if answer is None else "answered"
-        return Ballot(i, name, weight, status, answer, completion, elapsed=elapsed)
+        extracted = self.kind.extract(completion.text)
+        key = None if extracted is None else self.kind.normalise(extracted)
+        if key is None or extracted is None:
+            return Ballot(i, name, weight, "abstained", None, completion, elapsed=elapsed,
+                          extracted=extracted)  # fmt: skip
+        group = next((k for k, first in groups if k == key), None)
+        if group is None:
+            group = next((k for k, first in groups if self.kind.equivalent(first, extracted)), None)
+        if group is None:
+            groups.append((key, extracted))
+            group = key
+        return Ballot(i, name, weight, "answered", group, completion, elapsed=elapsed,
+                      extracted=extracted)  # fmt: skip
 
 
 def _span_attributes(result: VoteResult) -> dict[str, str | bool | int | float | list[str]]:

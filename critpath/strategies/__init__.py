@@ -5,7 +5,7 @@
 - ``replay``: ``Replay`` runs them over the simulated fleet in virtual time and
   reports accuracy, latency, TTFT, cost and calls per strategy, and the goals.
 
-The default file (``default.json``) is written for any multiple-choice data set in
+The default file (``default.json``) is written for any data set (any answer kind) in
 the recorded format (it names no model).
 """
 

@@ -1,7 +1,8 @@
 """Asking one question of a strategy and measuring it: latency, TTFT, cost, calls.
 
-``ask(model, request, answer)`` asks one question and returns an ``Outcome``: the
-normalised answer and whether it is right, latency and time to first token on the
+``ask(model, request, answer, kind=...)`` asks one question and returns an
+``Outcome``: the final answer read with the answer kind (as written, and normalised)
+and whether it is equivalent to the right one, latency and time to first token on the
 event loop's clock (real or virtual), the cost and number of model calls charged by
 ``Metered`` models under it (every streamed token counts, cancelled ones included),
 and what the strategy did (``detail``: the tier that answered, whether a vote stopped
@@ -25,9 +26,9 @@ from typing import Any
 from critpath.adapters.protocol import Chunk, Model, ModelRequest
 from critpath.adapters.stats import EndpointStats
 from critpath.adapters.wrapper import WrapperModel
+from critpath.cascades.answers import AnswerKind, AnswerKindLike, as_kind
 from critpath.cascades.cascade import CascadeResult
 from critpath.cascades.decider import Decided, Decider
-from critpath.cascades.decisions import normalise_answer
 from critpath.cascades.refine import DraftDelta, Final, Refine
 from critpath.cascades.vote import VoteResult
 from critpath.errors import ModelError
@@ -98,6 +99,7 @@ class Outcome:
     calls: int
     error: str | None = None
     detail: str = ""
+    extracted: str | None = None
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -141,10 +143,18 @@ def describe(result: Decided) -> str:
 
 
 async def ask(
-    runnable: Model, request: ModelRequest, answer: str | None, *, question: str = ""
+    runnable: Model,
+    request: ModelRequest,
+    answer: str | None,
+    *,
+    question: str = "",
+    kind: AnswerKindLike = None,
 ) -> Outcome:
-    """Ask ``request`` of ``runnable``; ``answer``: the right normalised answer (``None``:
-    unknown, never correct). Model errors become the outcome's ``error``."""
+    """Ask ``request`` of ``runnable``; ``answer``: the right answer (``None``: unknown,
+    never correct), compared by ``kind``'s equivalence (no kind: ``DEFAULT_KIND`` reads
+    the reply and ``answer`` is the right normal form). Model errors become the
+    outcome's ``error``."""
+    reader: AnswerKind = as_kind(kind)
     loop = asyncio.get_running_loop()
     meter = _Meter()
     token = _METER.set(meter)
@@ -182,6 +192,12 @@ async def ask(
     finally:
         _METER.reset(token)
     latency = loop.time() - t0
-    got = normalise_answer(text) if text else None
-    correct = answer is not None and got == answer
-    return Outcome(question, got, correct, latency, ttft, meter.cost, meter.calls, error, detail)
+    extracted = reader.extract(text) if text else None
+    got = reader.normalise(extracted) if extracted is not None else None
+    if kind is None:  # no kind: ``answer`` is the right normal form itself
+        correct = answer is not None and got == answer
+    else:
+        correct = answer is not None and reader.correct(extracted, answer)
+    return Outcome(
+        question, got, correct, latency, ttft, meter.cost, meter.calls, error, detail, extracted
+    )

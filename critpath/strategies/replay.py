@@ -9,6 +9,12 @@ whose answers are the recorded ones. Virtual time makes a replay of thousands of
 questions take seconds while every timing (TTFT, early quorum, hedged escalation)
 stays exact in simulated seconds.
 
+Answers are read with the data set's answer kind (``recorded.dataset_kind``: its
+``dataset.json``, else choice for questions with options): a reply's final answer is
+extracted, votes group equivalent answers, and an answer is right when it is
+equivalent to the question's (``0.5`` = ``\\frac12`` for math). Each model's rows
+also carry strict string match, the lower bound.
+
 How it is fair:
 
 - Questions are split by a hash of their id: ``calibration_fraction`` of them fit
@@ -33,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from critpath.adapters.completion import complete
+from critpath.adapters.logs import get_logger
 from critpath.adapters.protocol import Model, ModelRequest, make_request
 from critpath.adapters.sim.answers import (
     LETTERS,
@@ -45,9 +52,10 @@ from critpath.adapters.sim.clock import run_virtual
 from critpath.adapters.sim.model import SimulatedModel
 from critpath.adapters.sim.profiles import PROFILES, profile_for_params
 from critpath.adapters.wrapper import WrapperModel
+from critpath.cascades.answers import AnswerKind, AnswerKindLike, as_kind
 from critpath.cascades.cascade import Cascade, Tier
 from critpath.cascades.decider import Decider
-from critpath.cascades.decisions import Score, accept, fit_threshold, normalise_answer
+from critpath.cascades.decisions import Score, accept, fit_threshold
 from critpath.cascades.refine import Refine
 from critpath.cascades.scorers import (
     AbstentionScorer,
@@ -59,6 +67,7 @@ from critpath.cascades.scorers import (
 from critpath.cascades.vote import Vote
 from critpath.errors import ConfigError, ModelError
 from critpath.strategies.evaluate import ROW_KEYS, Metered, Outcome, ask, ms, summarise
+from critpath.strategies.recorded import dataset_kind, readability, strict_accuracy, warnings
 from critpath.strategies.spec import (
     CascadeSpec,
     ModelRef,
@@ -82,6 +91,8 @@ __all__ = [
     "replay_sync",
     "summarise",
 ]
+
+_log = get_logger(__name__)
 
 DEFAULT_PRICES: tuple[tuple[float, float, float], ...] = (
     (10.0, 0.05, 0.20),
@@ -149,7 +160,8 @@ class Replay:
     questions, a fixed sample spread over the file (by a hash of their ids);
     ``stream_interval``: tokens per simulated chunk (1 is exact per token; 16 is 16x
     cheaper and keeps TTFT and end-to-end times exact); ``progress(done, total,
-    label)`` is called as it goes."""
+    label)`` is called as it goes; ``kind``: read answers with this kind instead of
+    the data set's own."""
 
     def __init__(
         self,
@@ -161,8 +173,11 @@ class Replay:
         split_seed: int = 0,
         stream_interval: int = 16,
         progress: Callable[[int, int, str], None] | None = None,
+        kind: AnswerKindLike = None,
     ) -> None:
         self.answers = RecordedAnswers(data_dir)
+        self.kind: AnswerKind = dataset_kind(self.answers) if kind is None else as_kind(kind)
+        self.answers.reader = self.kind
         self.spec = strategies
         self.seed = seed
         self.split_seed = split_seed
@@ -184,6 +199,7 @@ class Replay:
                 f"{len(questions)} questions give an empty calibration or evaluation split; "
                 "use more questions"
             )
+        self._questions = {q.id: q for q in self.answers.questions}
         self.model_names = self.answers.available_models()
         if not self.model_names:
             raise ConfigError(f"no responses/*.jsonl in {data_dir}")
@@ -222,8 +238,10 @@ class Replay:
 
     @staticmethod
     def request_for(q: Question) -> ModelRequest:
-        options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(q.options))
-        content = f"{q.text}\n\nOptions:\n{options}"
+        content = q.text
+        if q.options:
+            options = "\n".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(q.options))
+            content = f"{q.text}\n\nOptions:\n{options}"
         return make_request(
             messages=[{"role": "user", "content": content}],
             max_tokens=_MAX_TOKENS,
@@ -232,7 +250,7 @@ class Replay:
         )
 
     async def ask(self, runnable: Model, q: Question) -> Outcome:
-        outcome = await ask(runnable, self.request_for(q), q.answer, question=q.id)
+        outcome = await ask(runnable, self.request_for(q), q.answer, question=q.id, kind=self.kind)
         self._done += 1
         if self.progress is not None and (self._done % 200 == 0 or self._done == self._total):
             self.progress(self._done, self._total, "")
@@ -320,8 +338,9 @@ class Replay:
         voters = [m for ref in refs for m in self.resolve(ref)]
         weights = None
         if spec.weights == "accuracy":
-            # Optimal weights for independent voters: log((K - 1) p / (1 - p)).
-            k = len(LETTERS)
+            # Optimal weights for independent voters: log((K - 1) p / (1 - p)); free-form
+            # answers have no K: wrong answers rarely agree, taken as K = 2.
+            k = len(LETTERS) if self.answers.questions[0].options else 2
             weights = []
             for m in voters:
                 p = min(max(self.catalog[_base(m.name)].accuracy, 1e-3), 1 - 1e-3)
@@ -333,8 +352,9 @@ class Replay:
             + ")"
         )
         return Vote(
-            voters, weights=weights, quorum=spec.quorum, early_stop=spec.early_quorum, name=name
-        )
+            voters, kind=self.kind, weights=weights, quorum=spec.quorum,
+            early_stop=spec.early_quorum, name=name,
+        )  # fmt: skip
 
     def _tier_model(self, tier: TierSpec) -> Model:
         if isinstance(tier.model, VoteSpec):
@@ -343,7 +363,7 @@ class Replay:
 
     async def build_cascade(self, spec: CascadeSpec) -> _Built:
         models = [self._tier_model(t) for t in spec.tiers]
-        scorers = [_scorer(t.scorer) for t in spec.tiers]
+        scorers = [_scorer(t.scorer, self.kind) for t in spec.tiers]
         thresholds: list[float] = [0.0] * len(spec.tiers)
         fits: list[str] = []
         if any(
@@ -384,7 +404,7 @@ class Replay:
                 except ModelError:
                     rows.append((0.0, False, True))
                     continue
-                correct = normalise_answer(completion.text) == q.answer
+                correct = self.kind.correct(self.kind.extract(completion.text), q.answer)
                 if scorer is None:
                     rows.append((1.0, correct, False))
                     continue
@@ -423,6 +443,10 @@ class Replay:
         self._total = len(self.model_names) * (n_cal + (n_eval if self.spec.singles else 0))
         self._total += len(specs) * (n_cal + n_eval)
         rows: list[dict[str, Any]] = []
+        unreadable = readability(self.answers, self.kind, self.model_names)
+        alarms = warnings(str(self.answers.directory), self.kind, unreadable)
+        for alarm in alarms:
+            _log.warning("%s", alarm)
         # Every model alone on the calibration split: the catalog selectors read.
         singles: dict[str, list[Outcome]] = {}
         for name in self.model_names:
@@ -433,10 +457,19 @@ class Replay:
             profile = "api" if params is None else _profile_name(params)
             p50 = s["latency_ms"]["p50"] / 1000
             self.catalog[name] = ModelInfo(name, params, s["accuracy"], p50, profile)
+        if all(m.accuracy == 0 for m in self.catalog.values()):
+            raise ConfigError(
+                f"{self.answers.directory}: every model scores 0 reading answers as "
+                f"{self.kind.name}: no recorded answer is equivalent to its question's; "
+                "check answer_kind in dataset.json"
+            )
         if self.spec.singles:
             for name in self.model_names:
                 outs = await self.ask_all(self.models[name], self.evaluation)
-                rows.append(self._row(name, "single", [name], outs, singles[name], []))
+                row = self._row(name, "single", [name], outs, singles[name], [])
+                row["strict_accuracy"] = strict_accuracy(self.kind, outs, self._questions)
+                row["unreadable"] = unreadable.get(name, 0.0)
+                rows.append(row)
         skipped: list[dict[str, str]] = []
         for spec in specs:
             self.fresh_fleet()
@@ -460,6 +493,7 @@ class Replay:
             rows.append(row)
         return {
             "dataset": str(self.answers.directory),
+            "answer_kind": self.kind.name,
             "n_eval": n_eval,
             "n_calibration": n_cal,
             "calibration_fraction": self.spec.calibration_fraction,
@@ -478,6 +512,7 @@ class Replay:
                 for m in sorted(self.catalog.values(), key=lambda m: -m.accuracy)
             ],
             "goals": goals(rows),
+            "warnings": alarms,
         }
 
     def _row(
@@ -514,13 +549,13 @@ def _leaf_names(model: Model) -> list[str]:
     return [model.name]
 
 
-def _scorer(kind: str) -> Scorer | None:
-    if kind == "abstention":
-        return AbstentionScorer()
-    if kind == "agreement":
+def _scorer(which: str, kind: AnswerKind) -> Scorer | None:
+    if which == "abstention":
+        return AbstentionScorer(kind)
+    if which == "agreement":
         return AgreementScorer()
-    if kind == "logprob":
-        return LogprobScorer()
+    if which == "logprob":
+        return LogprobScorer(kind)
     return None
 
 

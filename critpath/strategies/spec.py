@@ -129,7 +129,7 @@ def parse_strategies(data: object, source: str = "strategies") -> StrategiesFile
 
 def load_strategies(path: str | Path | None = None) -> StrategiesFile:
     """Read a strategies file (JSON, or YAML with PyYAML); ``None``: the default one
-    shipped for multiple-choice data (``critpath/strategies/default.json``)."""
+    shipped for any recorded data set (``critpath/strategies/default.json``)."""
     p = Path(path) if path is not None else Path(__file__).with_name("default.json")
     try:
         text = p.read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ from critpath.errors import ConfigError
 __all__ = [
     "ABSTAIN_TEXT",
     "Answer",
+    "AnswerReader",
     "AnswerSource",
     "FunctionAnswers",
     "Question",
@@ -185,36 +186,112 @@ class SyntheticTask:
         return Answer(answer_text(choice, tokens), tokens, choice, max(confidence, 1e-6))
 
 
-class RecordedAnswers:
-    """Replay real models' answers in the format of ``shared/data/mmlu_pro``.
+class AnswerReader(Protocol):
+    """What the replay of free-form answers needs from an answer kind
+    (``critpath.cascades.answers.AnswerKind`` is one): the final answer in a reply
+    (``None``: it abstains), its normal form, and equivalence of two answers."""
 
-    ``questions.jsonl`` (``id``, ``question``, ``options``, ``answer``),
-    ``responses/<model>.jsonl`` (``id``, ``pred`` or null, ``output_chars``, optional
-    ``text``), ``models.json`` (``params_b``...). A null ``pred`` is an abstention. A
-    replayed answer streams ``output_chars / 4`` tokens (about 4 characters a token),
-    its recorded text when there is one. Confidence is the model's accuracy on the
-    questions it answered (recordings carry no per-question confidence).
+    def extract(self, reply: str) -> str | None: ...
+
+    def normalise(self, answer: str) -> str | None: ...
+
+    def equivalent(self, a: str, b: str) -> bool: ...
+
+
+def _read_jsonl(
+    path: Path, required: Mapping[str, tuple[type, ...]]
+) -> list[tuple[int, dict[str, object]]]:
+    """``(line number, object)`` for each non-empty line; a ``ConfigError`` naming the
+    file, line and field for a line that is not a JSON object or lacks a field of the
+    right type (``type(None)`` in a field's types: it may be null)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    rows: list[tuple[int, dict[str, object]]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{n}: not a JSON object: {exc.msg}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}:{n}: not a JSON object")
+        for name, types in required.items():
+            if name not in d:
+                raise ConfigError(f"{path}:{n}: field {name!r} is missing")
+            value = d[name]
+            if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+                want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+                raise ConfigError(
+                    f"{path}:{n}: field {name!r} must be {want}, got {type(value).__name__}"
+                )
+        rows.append((n, d))
+    return rows
+
+
+class RecordedAnswers:
+    """Replay real models' answers in the format of ``shared/data/mmlu_pro`` (or
+    ``math_l5``, ``crux``: free-form answers).
+
+    ``questions.jsonl`` (``id``, ``question``, ``answer``; ``options`` for multiple
+    choice, optional ``category``), ``responses/<model>.jsonl`` (``id``, ``pred`` or
+    null, ``output_chars``, optional ``text``), ``models.json`` (``params_b``...),
+    optional ``dataset.json`` (``answer_kind``: ``answer_kind`` here; ``None`` when
+    undeclared). Malformed files raise one ``ConfigError`` naming file, line and field.
+
+    A null ``pred`` is an abstention. A replayed answer streams ``output_chars / 4``
+    tokens (about 4 characters a token), its recorded text when there is one (for
+    free-form answers: when ``reader`` reads the recorded ``pred`` back from it; else a
+    reply ending in the JSON ``{"answer": pred}``). Confidence is the model's accuracy
+    on the questions it answered (recordings carry no per-question confidence), by
+    ``reader``'s equivalence when one is set.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, reader: AnswerReader | None = None) -> None:
         self.directory = Path(directory)
+        self.reader = reader
         qpath = self.directory / "questions.jsonl"
         if not qpath.is_file():
             raise ConfigError(f"no questions.jsonl in {self.directory}")
+        need: dict[str, tuple[type, ...]] = {"id": (str, int), "question": (str,),
+                                             "answer": (str, int, float)}  # fmt: skip
         self.questions: list[Question] = []
-        for line in qpath.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            d = json.loads(line)
+        seen: set[str] = set()
+        for n, d in _read_jsonl(qpath, need):
+            options = d.get("options", [])
+            if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+                raise ConfigError(f"{qpath}:{n}: field 'options' must be a list of strings")
+            category = d.get("category", "")
+            qid = str(d["id"])
+            if qid in seen:
+                raise ConfigError(f"{qpath}:{n}: field 'id': {qid!r} appears twice")
+            seen.add(qid)
             self.questions.append(
-                Question(str(d["id"]), d["question"], tuple(d["options"]), d["answer"],
-                         d.get("category", ""))
+                Question(qid, str(d["question"]), tuple(options), str(d["answer"]),
+                         category if isinstance(category, str) else "")
             )  # fmt: skip
+        if not self.questions:
+            raise ConfigError(f"{qpath}: no questions")
         self._by_key = {q.id: q for q in self.questions} | {q.text: q for q in self.questions}
+        self.models: dict[str, dict[str, object]] = {}
         mpath = self.directory / "models.json"
-        self.models: dict[str, dict[str, object]] = (
-            json.loads(mpath.read_text(encoding="utf-8")) if mpath.is_file() else {}
-        )
+        if mpath.is_file():
+            models = _read_json(mpath)
+            if not isinstance(models, dict) or not all(
+                isinstance(v, dict) for v in models.values()
+            ):
+                raise ConfigError(f"{mpath}: must map each model's name to an object")
+            self.models = models
+        self.answer_kind: str | None = None
+        dpath = self.directory / "dataset.json"
+        if dpath.is_file():
+            meta = _read_json(dpath)
+            kind = meta.get("answer_kind") if isinstance(meta, dict) else None
+            if not isinstance(kind, str):
+                raise ConfigError(f"{dpath}: field 'answer_kind' must be a string")
+            self.answer_kind = kind
         self._responses: dict[str, dict[str, dict[str, object]]] = {}
         self._accuracy: dict[str, float] = {}
 
@@ -230,15 +307,33 @@ class RecordedAnswers:
             path = self.directory / "responses" / f"{model}.jsonl"
             if not path.is_file():
                 raise ConfigError(f"no recorded responses for {model!r} in {path.parent}")
-            rows = [
-                json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()
-            ]
-            self._responses[model] = {str(r["id"]): r for r in rows}
-            answered = [r for r in rows if r.get("pred") is not None]
-            truth = {q.id: q.answer for q in self.questions}
-            right = sum(1 for r in answered if truth.get(str(r["id"])) == r["pred"])
-            self._accuracy[model] = right / len(answered) if answered else 0.5
+            need: dict[str, tuple[type, ...]] = {
+                "id": (str, int), "pred": (str, int, float, type(None)), "output_chars": (int,),
+            }  # fmt: skip
+            rows = _read_jsonl(path, need)
+            for n, r in rows:
+                if not isinstance(r.get("text", ""), str | type(None)):
+                    raise ConfigError(f"{path}:{n}: field 'text' must be a string")
+                if isinstance(r["pred"], int | float):
+                    r["pred"] = str(r["pred"])
+            self._responses[model] = {str(r["id"]): r for _, r in rows}
         return self._responses[model]
+
+    def accuracy(self, model: str) -> float:
+        """The model's accuracy on the questions it answered (0.5 if none)."""
+        if model not in self._accuracy:
+            answered = [r for r in self.responses(model).values() if r.get("pred") is not None]
+            truth = {q.id: q.answer for q in self.questions}
+            right = sum(1 for r in answered if self._same(str(r["pred"]), truth.get(str(r["id"]))))
+            self._accuracy[model] = right / len(answered) if answered else 0.5
+        return self._accuracy[model]
+
+    def _same(self, pred: str, truth: str | None) -> bool:
+        if truth is None:
+            return False
+        if self.reader is None:
+            return pred == truth
+        return self.reader.normalise(pred) is not None and self.reader.equivalent(pred, truth)
 
     def question(self, key: str) -> Question | None:
         return self._by_key.get(key)
@@ -254,14 +349,43 @@ class RecordedAnswers:
         pred = row.get("pred")
         chars = row.get("output_chars")
         tokens = max(1, int(chars) // 4) if isinstance(chars, int) else 100
-        choice = str(pred) if isinstance(pred, str) and pred in LETTERS else None
         text = row.get("text")
-        if isinstance(text, str) and text.strip():
-            ends_right = choice is None or parse_choice(text) == choice
-            body = text if ends_right else f"{text.rstrip()} The answer is ({choice})."
+        recorded = text if isinstance(text, str) and text.strip() else None
+        if not q.options and self.reader is not None:
+            return self._free_form(model, pred if isinstance(pred, str) else None, recorded,
+                                   tokens)  # fmt: skip
+        choice = str(pred) if isinstance(pred, str) and pred in LETTERS else None
+        if recorded is not None:
+            ends_right = choice is None or parse_choice(recorded) == choice
+            body = recorded if ends_right else f"{recorded.rstrip()} The answer is ({choice})."
         else:
             body = answer_text(choice, tokens)
-        return Answer(body, tokens, choice, self._accuracy[model])
+        return Answer(body, tokens, choice, self.accuracy(model))
+
+    def _free_form(self, model: str, pred: str | None, recorded: str | None, tokens: int) -> Answer:
+        reader = self.reader
+        assert reader is not None
+        confidence = self.accuracy(model)
+        if pred is None:
+            silent = recorded is not None and reader.extract(recorded) is None
+            body = recorded if silent and recorded is not None else answer_text(None, tokens)
+            return Answer(body, tokens, None, confidence)
+        if recorded is not None and reader.extract(recorded) == pred:
+            return Answer(recorded, tokens, None, confidence)
+        final = json.dumps({"answer": pred})
+        need = max(0, tokens - len(final.split()))
+        filler = ["Let", "us", "think", "step", "by", "step."]
+        words = [filler[i % len(filler)] for i in range(need)]
+        return Answer(" ".join([*words, final]), tokens, None, confidence)
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
 
 
 class FunctionAnswers:
