@@ -65,6 +65,7 @@ __all__ = [
     "NumberKind",
     "TextKind",
     "as_kind",
+    "default_normalise",
     "extract_final",
     "group_index",
     "kind_named",
@@ -587,7 +588,10 @@ class FunctionKind(AnswerKind):
         return super().equivalent(a, b)
 
 
-def _legacy_normalise(text: str) -> str | None:
+def default_normalise(text: str) -> str | None:
+    """A reply as votes compared it before answer kinds: the letter, else the text
+    stripped, lowercased, whitespace collapsed and a final period dropped; ``None`` for
+    an abstention (``critpath.cascades.decisions.normalise_answer``)."""
     if says_it_does_not_know(text):
         return None
     letter = parse_choice(text)
@@ -597,7 +601,7 @@ def _legacy_normalise(text: str) -> str | None:
     return clean or None
 
 
-DEFAULT_KIND: AnswerKind = FunctionKind(_legacy_normalise, extract=lambda r: r, name="default")
+DEFAULT_KIND: AnswerKind = FunctionKind(default_normalise, extract=lambda r: r, name="default")
 """The default for votes and scorers given no kind: the letter of "The answer is (X)",
 else the whole reply cleaned (``decisions.normalise_answer``)."""
 

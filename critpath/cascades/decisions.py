@@ -30,7 +30,11 @@ from enum import StrEnum
 
 from critpath.adapters.protocol import TokenLogprob
 from critpath.adapters.sim.answers import parse_choice
-from critpath.cascades.answers import ABSTENTION_PATTERNS, says_it_does_not_know
+from critpath.cascades.answers import (
+    ABSTENTION_PATTERNS,
+    default_normalise,
+    says_it_does_not_know,
+)
 from critpath.errors import ConfigError
 
 __all__ = [
@@ -77,13 +81,7 @@ def normalise_answer(text: str) -> str | None:
     >>> normalise_answer("I don't know.") is None
     True
     """
-    if _says_it_does_not_know(text):
-        return None
-    letter = parse_choice(text)
-    if letter is not None:
-        return letter
-    clean = " ".join(text.lower().split()).rstrip(".").strip()
-    return clean or None
+    return default_normalise(text)
 
 
 def is_abstention(text: str, normalise: Normaliser = normalise_answer) -> bool:
