@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-__all__ = ["TaskSet", "abandoned_tasks", "cancel_and_wait"]
+__all__ = ["TaskSet", "abandoned_tasks", "cancel_and_wait", "polling"]
 
 T = TypeVar("T")
 _log = logging.getLogger("critpath.tasks")
@@ -152,3 +154,32 @@ class TaskSet:
                 cancelled = True
         self._sweep()
         return cancelled
+
+
+@asynccontextmanager
+async def polling(
+    step: Callable[[], Awaitable[object]],
+    interval: float,
+    *,
+    name: str,
+    bug: Callable[[], BaseException | None] = lambda: None,
+) -> AsyncIterator[None]:
+    """Await ``step()`` every ``interval`` seconds while the block runs, in a task the
+    block owns (cancelled and awaited on exit). An exception ``step`` raised, or the one
+    ``bug()`` reports at exit (a probe that swallowed its own), propagates when the block
+    ends, unless the block is raising its own exception, which it must not mask."""
+
+    async def poll() -> None:
+        while True:
+            await step()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(poll(), name=name)
+    try:
+        yield
+    finally:
+        error = task.exception() if task.done() and not task.cancelled() else None
+        await cancel_and_wait([task])
+        error = error or bug()
+        if error is not None and sys.exc_info()[1] is None:
+            raise error

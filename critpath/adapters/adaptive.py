@@ -50,14 +50,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 from critpath import metrics, telemetry
-from critpath._tasks import cancel_and_wait
+from critpath._tasks import polling
 from critpath.adapters.brownout import Brownout, OnMiss, Outlook, Why, choose, predict
 from critpath.adapters.completion import Completion, complete
 from critpath.adapters.pool import LoadReporter, Pool
@@ -428,21 +427,10 @@ class Adaptive(WrapperModel):
         if not interval > 0:
             raise ConfigError("watch interval must be > 0 seconds")
 
-        async def poll() -> None:
-            while True:
-                await self.refresh_load()
-                await asyncio.sleep(interval)
-
         self._probe_bug = None
-        task = asyncio.create_task(poll(), name=f"critpath-adaptive-watch:{self._name}")
-        try:
+        name = f"critpath-adaptive-watch:{self._name}"
+        async with polling(self.refresh_load, interval, name=name, bug=lambda: self._probe_bug):
             yield self
-        finally:
-            error = task.exception() if task.done() and not task.cancelled() else None
-            await cancel_and_wait([task])
-            error = error or self._probe_bug
-            if error is not None and sys.exc_info()[1] is None:
-                raise error
 
     # ---- reporting --------------------------------------------------------------------
 

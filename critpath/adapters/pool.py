@@ -48,13 +48,12 @@ import asyncio
 import logging
 import math
 import random
-import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Sequence
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from critpath._tasks import cancel_and_wait
+from critpath._tasks import polling
 from critpath.adapters.breaker import Breaker, BreakerPolicy, BreakerStatistics, counts_as_failure
 from critpath.adapters.logs import get_logger
 from critpath.adapters.prometheus import ServerLoad
@@ -372,23 +371,10 @@ class Pool(WrapperModel):
         if not interval > 0:
             raise ConfigError("watch interval must be > 0 seconds")
 
-        async def poll() -> None:
-            while True:
-                await self.refresh_load()
-                await asyncio.sleep(interval)
-
-        task = asyncio.create_task(poll(), name=f"critpath-pool-watch:{self._name}")
         self._probe_bug = None
-        try:
+        name = f"critpath-pool-watch:{self._name}"
+        async with polling(self.refresh_load, interval, name=name, bug=lambda: self._probe_bug):
             yield self
-        finally:
-            error = task.exception() if task.done() and not task.cancelled() else None
-            await cancel_and_wait([task])
-            error = error or self._probe_bug
-            # A bug in a load probe propagates (unwrapped), unless the block is already
-            # raising its own exception, which it must not mask.
-            if error is not None and sys.exc_info()[1] is None:
-                raise error
 
     # ---- reporting --------------------------------------------------------------------
 
