@@ -10,7 +10,6 @@ installed, unless ``CRITPATH_REQUIRE_BROWSER=1`` (CI) makes that a failure.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -31,26 +30,9 @@ from critpath.serve.asgi import AppServer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.chatbot import ChatConfig, create_app  # noqa: E402
+from chat_support import RECORD_ORDER, chat_server, sse_events  # noqa: E402
 
-
-@asynccontextmanager
-async def chat_server(config: ChatConfig) -> AsyncIterator[AppServer]:
-    async with AppServer(create_app(config)) as server:
-        yield server
-
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data += line[6:]
-        elif not line and data:
-            yield event, json.loads(data)
-            event, data = "message", ""
-
+from examples.chatbot import ChatConfig  # noqa: E402
 
 FAST = ChatConfig(time_scale=0.05)
 
@@ -157,21 +139,6 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-_RECORD_ORDER = """() => {
-  // records, in the order the page shows them, each turn's first draft text ('draft1')
-  // and its revision ('revised1'), and a stopped turn ('stopped1')
-  window.shownOrder = [];
-  const transcript = document.getElementById('transcript');
-  const seen = (what) => { if (!window.shownOrder.includes(what)) window.shownOrder.push(what); };
-  new MutationObserver(() => {
-    transcript.querySelectorAll('.turn').forEach((turn, i) => {
-      if (turn.querySelector('.draft').textContent.length > 0) seen('draft' + (i + 1));
-      if (turn.querySelector('.revision').getAttribute('data-state') === 'revised')
-        seen('revised' + (i + 1));
-      if (turn.getAttribute('data-state') === 'stopped') seen('stopped' + (i + 1));
-    });
-  }).observe(transcript, {childList: true, subtree: true, characterData: true, attributes: true});
-}"""
 
 
 async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None:
@@ -191,7 +158,7 @@ async def test_the_page_shows_the_draft_then_the_revision_in_a_browser() -> None
             page = await browser.new_page()
             await page.goto(server.url + "/")
             await page.fill("#message", "Why does my 😀 deploy fail?")  # offsets past an emoji
-            await page.evaluate(_RECORD_ORDER)
+            await page.evaluate(RECORD_ORDER)
             await page.click("#send")
             turn = ".turn:nth-child(1)"
             await page.wait_for_selector(f"{turn} .revision[data-state='revised']",

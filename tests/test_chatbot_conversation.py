@@ -10,7 +10,6 @@ order of page changes with a ``MutationObserver``.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -29,6 +28,8 @@ from critpath.serve.asgi import AppServer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from chat_support import RECORD_ORDER, chat_server, sse_events  # noqa: E402
+
 from examples.chatbot import ChatConfig, create_app  # noqa: E402
 from examples.chatbot.sessions import SessionStore  # noqa: E402
 
@@ -37,22 +38,7 @@ SLOW = LatencyProfile(queue_s=0.01, prefill_per_token_s=0.0, ttft_sigma=0.0, tpo
                       tpot_sigma=0.0)  # fmt: skip
 
 
-@asynccontextmanager
-async def chat_server(config: ChatConfig) -> AsyncIterator[AppServer]:
-    async with AppServer(create_app(config)) as server:
-        yield server
 
-
-async def sse_events(response: httpx.Response) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    event, data = "message", ""
-    async for line in response.aiter_lines():
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            data += line[6:]
-        elif not line and data:
-            yield event, json.loads(data)
-            event, data = "message", ""
 
 
 async def ask(client: httpx.AsyncClient, message: str, session: str | None) -> dict[str, Any]:
@@ -255,19 +241,6 @@ async def test_several_replicas_route_a_conversation_to_its_prefix() -> None:
 
 # ---- in a browser ---------------------------------------------------------------------
 
-_RECORD_ORDER = """() => {
-  window.shownOrder = [];
-  const transcript = document.getElementById('transcript');
-  const seen = (what) => { if (!window.shownOrder.includes(what)) window.shownOrder.push(what); };
-  new MutationObserver(() => {
-    transcript.querySelectorAll('.turn').forEach((turn, i) => {
-      if (turn.querySelector('.draft').textContent.length > 0) seen('draft' + (i + 1));
-      if (turn.querySelector('.revision').getAttribute('data-state') === 'revised')
-        seen('revised' + (i + 1));
-      if (turn.getAttribute('data-state') === 'stopped') seen('stopped' + (i + 1));
-    });
-  }).observe(transcript, {childList: true, subtree: true, characterData: true, attributes: true});
-}"""
 
 
 @asynccontextmanager
@@ -293,7 +266,7 @@ async def browser_page() -> AsyncIterator[Any]:
 async def test_a_two_turn_conversation_in_a_browser() -> None:
     async with chat_server(ChatConfig(time_scale=0.2)) as server, browser_page() as page:
         await page.goto(server.url + "/")
-        await page.evaluate(_RECORD_ORDER)
+        await page.evaluate(RECORD_ORDER)
         for n, question in enumerate(["Why does my deploy fail?", "And the rollback?"], 1):
             await page.fill("#message", question)
             await page.click("#send")
@@ -322,7 +295,7 @@ async def test_the_stop_button_cancels_the_generation_on_the_model_server() -> N
         config = ChatConfig(base_url=models.base_url, draft_model="small", strong_model="large")
         async with chat_server(config) as server, browser_page() as page:
             await page.goto(server.url + "/")
-            await page.evaluate(_RECORD_ORDER)
+            await page.evaluate(RECORD_ORDER)
             await page.fill("#message", "Hello there")
             await page.click("#send")
             await page.wait_for_function(

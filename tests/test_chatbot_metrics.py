@@ -18,8 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,20 +26,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from critpath.serve.asgi import AppServer
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.chatbot import ChatConfig, create_app  # noqa: E402
+from chat_support import chat_server  # noqa: E402
+
+from examples.chatbot import ChatConfig  # noqa: E402
 
 FAST = ChatConfig(time_scale=0.05)
 
-
-@asynccontextmanager
-async def chat_server(config: ChatConfig) -> AsyncIterator[AppServer]:
-    async with AppServer(create_app(config)) as server:
-        yield server
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
