@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from critpath.adapters.sim.measured import PROFILE_FORMAT, MeasuredModel
+from critpath.adapters.sim.measured import PROFILE_FORMAT, MeasuredModel, read_profile_json
 from critpath.adapters.sim.profiles import LatencyProfile
 from critpath.adapters.stats import EndpointStats
 from critpath.errors import ConfigError
@@ -302,11 +302,4 @@ class ServerProfile:
 
     @classmethod
     def load(cls, path: str | Path) -> ServerProfile:
-        p = Path(path)
-        try:
-            doc = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read the profile {p}: {exc}") from exc
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"the profile {p} is not JSON: {exc}") from exc
-        return cls.from_dict(doc, str(p))
+        return cls.from_dict(read_profile_json(path), str(path))

@@ -27,6 +27,7 @@ from critpath.adapters.sim.profiles import LatencyProfile
 from critpath.errors import ConfigError
 
 __all__ = [
+    "read_profile_json",
     "PROFILE_FORMAT",
     "FullLengthAnswers",
     "MeasuredModel",
@@ -58,16 +59,21 @@ class MeasuredModel:
         return cls(name, LatencyProfile.from_dict(sim))
 
 
-def read_measured(path: str | Path) -> MeasuredModel:
-    """The model and fitted profile in a server-profile file (``critpath profile --out``)."""
+def read_profile_json(path: str | Path) -> Any:
+    """The decoded JSON of a server-profile file; ``ConfigError`` when it cannot be read
+    or is not JSON."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read the profile {p}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"the profile {p} is not JSON: {exc}") from exc
-    return MeasuredModel.from_document(doc, str(p))
+
+
+def read_measured(path: str | Path) -> MeasuredModel:
+    """The model and fitted profile in a server-profile file (``critpath profile --out``)."""
+    return MeasuredModel.from_document(read_profile_json(path), str(path))
 
 
 class FullLengthAnswers:
